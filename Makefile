@@ -1,0 +1,50 @@
+# attrkit — the two set-up commands are `make book` and `make test`; each installs what it needs into .venv.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: book test lab bench notebooks html clean help
+
+help:
+	@echo "make book   install .[book], execute the notebooks, build book/_build/html"
+	@echo "make test   install .[dev], run unit, notebook and browser tests"
+	@echo "make lab    JupyterLab on notebooks/"
+	@echo "make bench  attrkit vs Captum vs the floor; writes book/performance_table.md"
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.torch: | $(VENV)/bin/python
+	$(PIP) install $(TORCH)
+	touch $@
+
+$(VENV)/.book: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e ".[book]" $(TORCH)
+	touch $@
+
+$(VENV)/.dev: pyproject.toml $(VENV)/.book
+	$(PIP) install -e ".[dev]" $(TORCH)
+	touch $@
+
+## the main job: execute the notebooks with papermill, then build the book
+book: $(VENV)/.book
+	$(PY) book/build.py
+
+## the whole test suite: unit tests, notebooks under nbval, the built book and the explorer in headless Chromium
+test: $(VENV)/.dev
+	$(PY) book/build.py
+	$(PY) -m pytest tests/unit
+	$(PY) -m pytest --nbval-lax notebooks/ -p no:cacheprovider
+	$(PY) -m pytest tests/browser
+
+lab: $(VENV)/.dev
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(VENV)/.dev
+	$(PY) bench/run.py --markdown book/performance_table.md
+
+clean:
+	rm -rf book/_build .pytest_cache
