@@ -1,0 +1,135 @@
+"""The class roles every algorithm plays.
+
+* :class:`Attribution` — holds the ``forward_func`` and answers the two questions
+  Captum users ask of any method: ``has_convergence_delta()`` and
+  ``multiplies_by_inputs``.
+* :class:`GradientAttribution` — estimators built from gradients.
+* :class:`PerturbationAttribution` — estimators built from output differences.
+* :class:`LayerAttribution` / :class:`NeuronAttribution` — the same estimators
+  re-rooted at a layer, or aimed at one neuron.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _plumbing as P
+
+
+class Attribution:
+    """Base of every attribution method.
+
+    Args:
+        forward_func: the model, or any callable ``f(*inputs, *additional_forward_args)``
+            returning a tensor whose first dimension is the batch.
+    """
+
+    _multiplies_by_inputs = False
+
+    def __init__(self, forward_func: Callable):
+        if not callable(forward_func):
+            raise TypeError(f"`forward_func` must be callable (a model or a function), got {type(forward_func).__name__}.")
+        self.forward_func = forward_func
+
+    def attribute(self, inputs, *args, **kwargs):  # pragma: no cover - every method overrides it
+        raise NotImplementedError
+
+    def has_convergence_delta(self) -> bool:
+        """Whether ``attribute(..., return_convergence_delta=True)`` is supported."""
+        return False
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        """Whether attributions are multiplied by ``inputs - baselines`` (global attribution)."""
+        return self._multiplies_by_inputs
+
+    def compute_convergence_delta(
+        self, attributions, start_point, end_point, target=None, additional_forward_args=None
+    ) -> Tensor:
+        """Completeness error per example: ``sum(attributions) - (f(end_point) - f(start_point))``.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import IntegratedGradients
+            >>> model = torch.nn.Linear(3, 1)
+            >>> ig = IntegratedGradients(model)
+            >>> x = torch.rand(2, 3)
+            >>> attr = ig.attribute(x)
+            >>> ig.compute_convergence_delta(attr, torch.zeros(2, 3), x).abs().max() < 1e-5
+            tensor(True)
+        """
+        attrs, _ = P.as_tuple(attributions, "attributions")
+        end, _ = P.as_tuple(end_point, "end_point")
+        start = P.format_baselines(start_point, end, "start_point")
+        for a, x in zip(attrs, end):
+            if a.shape != x.shape:
+                raise ValueError(f"`attributions` shape {tuple(a.shape)} differs from the inputs' {tuple(x.shape)}.")
+        target = P.validate_target(target)
+        args = P.format_args(additional_forward_args)
+        gain = P.scalar_outputs(self.forward_func, end, target, args) - P.scalar_outputs(
+            self.forward_func, start, target, args
+        )
+        return P.sum_per_example(attrs).to(gain.dtype) - gain
+
+
+class GradientAttribution(Attribution):
+    """An attribution computed from gradients of the target output.
+
+    ``gradient_func`` is the one place gradients are taken; modified-backward methods
+    (DeepLift, guided backprop, LRP) change the backward pass with hooks, not this.
+    """
+
+    def __init__(self, forward_func: Callable):
+        super().__init__(forward_func)
+        self.gradient_func = P.gradients
+
+
+class PerturbationAttribution(Attribution):
+    """An attribution computed from output changes when inputs are perturbed."""
+
+    _multiplies_by_inputs = True
+
+
+class LayerAttribution(Attribution):
+    """An attribution to the neurons of ``layer`` (its output, or its input with
+    ``attribute_to_layer_input=True``). ``device_ids`` is accepted for Captum
+    compatibility; DataParallel models work as they are."""
+
+    def __init__(self, forward_func: Callable, layer: torch.nn.Module, device_ids=None):
+        super().__init__(forward_func)
+        if not isinstance(layer, torch.nn.Module):
+            raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
+        self.layer = layer
+        self.device_ids = device_ids
+
+    @staticmethod
+    def interpolate(layer_attribution: Tensor, interpolate_dims, interpolate_mode: str = "nearest") -> Tensor:
+        """Upsample a layer map (N, C, *spatial) to ``interpolate_dims`` (e.g. the input's H, W).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerAttribution
+            >>> LayerAttribution.interpolate(torch.ones(1, 1, 7, 7), (224, 224)).shape
+            torch.Size([1, 1, 224, 224])
+        """
+        size = (interpolate_dims,) if isinstance(interpolate_dims, int) else tuple(interpolate_dims)
+        if layer_attribution.dim() != len(size) + 2:
+            raise ValueError(
+                f"`interpolate_dims` {size} needs a layer attribution with {len(size) + 2} dimensions "
+                f"(N, C, *spatial); got shape {tuple(layer_attribution.shape)}."
+            )
+        return F.interpolate(layer_attribution, size=size, mode=interpolate_mode)
+
+
+class NeuronAttribution(Attribution):
+    """An attribution of one neuron of ``layer`` (chosen by ``neuron_selector``) to the inputs."""
+
+    def __init__(self, forward_func: Callable, layer: torch.nn.Module, device_ids=None):
+        super().__init__(forward_func)
+        if not isinstance(layer, torch.nn.Module):
+            raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
+        self.layer = layer
+        self.device_ids = device_ids

@@ -1,0 +1,210 @@
+"""The gradient family: a gradient at a point, along a path, or at random points.
+
+* :class:`Saliency` — the gradient at the input.
+* :class:`InputXGradient` — the gradient times the input.
+* :class:`IntegratedGradients` — the path integral of gradients from a baseline.
+* :class:`GradientShap` — gradients at random points between inputs and baselines
+  drawn from a distribution (an expectation of Integrated Gradients).
+
+:func:`path_integral` is the one integral in attrkit; layer and neuron methods
+reuse it with a different gradient function.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import _plumbing as P
+from .base import GradientAttribution
+
+
+class Saliency(GradientAttribution):
+    r"""Vanilla gradient saliency: :math:`\partial F / \partial x`, absolute by default.
+
+    Simonyan, Vedaldi & Zisserman (2013), *Deep Inside Convolutional Networks*,
+    https://arxiv.org/abs/1312.6034
+
+    Example:
+        >>> import torch
+        >>> from attrkit import Saliency
+        >>> model = torch.nn.Linear(3, 2)
+        >>> Saliency(model).attribute(torch.rand(4, 3), target=1).shape
+        torch.Size([4, 3])
+    """
+
+    def attribute(self, inputs, target=None, abs: bool = True, additional_forward_args=None):
+        xs, is_tuple = P.as_tuple(inputs)
+        grads = self.gradient_func(self.forward_func, xs, P.validate_target(target), P.format_args(additional_forward_args))
+        return P.restore(tuple(g.abs() if abs else g for g in grads), is_tuple)
+
+
+class InputXGradient(GradientAttribution):
+    r"""Gradient times input: :math:`x \odot \partial F / \partial x`.
+
+    Shrikumar et al. (2016), *Not Just a Black Box*, https://arxiv.org/abs/1605.01713
+
+    Example:
+        >>> import torch
+        >>> from attrkit import InputXGradient
+        >>> model = torch.nn.Linear(3, 1)
+        >>> InputXGradient(model).attribute(torch.ones(1, 3)).shape
+        torch.Size([1, 3])
+    """
+
+    _multiplies_by_inputs = True
+
+    def attribute(self, inputs, target=None, additional_forward_args=None):
+        xs, is_tuple = P.as_tuple(inputs)
+        grads = self.gradient_func(self.forward_func, xs, P.validate_target(target), P.format_args(additional_forward_args))
+        return P.restore(tuple(x * g for x, g in zip(xs, grads)), is_tuple)
+
+
+def path_integral(
+    grad_fn: Callable, inputs: tuple, baselines: tuple, method: str, n_steps: int, target, args: tuple,
+    internal_batch_size: int | None = None,
+) -> tuple[Tensor, ...]:
+    r"""Approximate :math:`\int_0^1 G(b + \alpha (x - b))\, d\alpha` with ``n_steps`` points.
+
+    ``grad_fn(points, target, args)`` returns a tuple of tensors whose rows follow
+    ``points`` (step-major: all examples at step 0, then step 1, ...). Steps are
+    evaluated ``internal_batch_size`` rows at a time; the result does not depend on
+    the batch size.
+    """
+    weights, alphas = P.integration_rule(method, n_steps)
+    n = P.batch_size_of(inputs)
+    total = None
+    for steps in P.chunks(len(alphas), n, internal_batch_size):
+        points = P.path_points(inputs, baselines, [alphas[k] for k in steps])
+        grads = grad_fn(points, P.expand_target(target, len(steps)), P.expand_args(args, len(steps)))
+        w = P.step_weights_tensor([weights[k] for k in steps], grads[0])
+        part = tuple(P.weighted_step_sum(g, w, n) for g in grads)
+        total = part if total is None else tuple(t + p for t, p in zip(total, part))
+    return total
+
+
+class IntegratedGradients(GradientAttribution):
+    r"""Integrated Gradients: :math:`(x - b) \odot \int_0^1 \partial F(b + \alpha(x - b)) / \partial x \, d\alpha`.
+
+    Attributions add up to :math:`F(x) - F(b)` (completeness); the convergence
+    delta measures how far the numerical integral is from that.
+
+    Sundararajan, Taly & Yan (2017), *Axiomatic Attribution for Deep Networks*,
+    https://arxiv.org/abs/1703.01365
+
+    Args:
+        forward_func: the model or any callable.
+        multiply_by_inputs: multiply the integrated gradient by ``inputs - baselines``
+            (the paper's definition). ``False`` gives the "local" integrated gradient.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import IntegratedGradients
+        >>> from attrkit.testing import ToyModel
+        >>> ig = IntegratedGradients(ToyModel())
+        >>> attr, delta = ig.attribute(torch.tensor([[1.0, 2.0, 3.0]]), target=0, return_convergence_delta=True)
+        >>> bool(delta.abs().max() < 1e-3)
+        True
+    """
+
+    def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True):
+        super().__init__(forward_func)
+        self._multiplies_by_inputs = multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(
+        self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
+        method: str = "gausslegendre", internal_batch_size: int | None = None, return_convergence_delta: bool = False,
+    ):
+        xs, is_tuple = P.as_tuple(inputs)
+        bs = P.format_baselines(baselines, xs)
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+
+        def grad_fn(points, t, a):
+            return self.gradient_func(self.forward_func, points, t, a)
+
+        grads = path_integral(grad_fn, xs, bs, method, n_steps, target, args, internal_batch_size)
+        attrs = tuple(g * (x - b) for g, x, b in zip(grads, xs, bs)) if self.multiplies_by_inputs else grads
+        if not return_convergence_delta:
+            return P.restore(attrs, is_tuple)
+        delta = self.compute_convergence_delta(attrs, bs, xs, target, args)
+        return P.restore(attrs, is_tuple), delta
+
+
+class InputBaselineXGradient(GradientAttribution):
+    r"""The gradient at one random point between input and baseline, times
+    ``inputs - baselines``: a one-sample estimate of Integrated Gradients.
+    :class:`GradientShap` averages it over noise and baselines."""
+
+    def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True):
+        super().__init__(forward_func)
+        self._multiplies_by_inputs = multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
+                  return_convergence_delta: bool = False):
+        xs, is_tuple = P.as_tuple(inputs)
+        bs = P.format_baselines(baselines, xs)
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        n = P.batch_size_of(xs)
+        alpha = torch.rand(n, device=xs[0].device)
+        points = tuple(b + _rows(alpha, x) * (x - b) for x, b in zip(xs, bs))
+        grads = self.gradient_func(self.forward_func, points, target, args)
+        attrs = tuple(g * (x - b) for g, x, b in zip(grads, xs, bs)) if self.multiplies_by_inputs else grads
+        if not return_convergence_delta:
+            return P.restore(attrs, is_tuple)
+        return P.restore(attrs, is_tuple), self.compute_convergence_delta(attrs, bs, xs, target, args)
+
+
+def _rows(alpha: Tensor, like: Tensor) -> Tensor:
+    return alpha.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+
+
+class GradientShap(GradientAttribution):
+    r"""GradientSHAP: expected gradients at random points between (noisy) inputs and
+    baselines drawn from a reference distribution, times ``inputs - baselines``.
+
+    It approximates SHAP values when the model is close to linear between inputs
+    and baselines. Each example gets ``n_samples`` draws of (baseline, noise, alpha).
+
+    Lundberg & Lee (2017), *A Unified Approach to Interpreting Model Predictions*,
+    https://arxiv.org/abs/1705.07874 ; Erion et al. (2019), *Learning Explainable
+    Models Using Attribution Priors* (expected gradients), https://arxiv.org/abs/1906.10670
+
+    Example:
+        >>> import torch
+        >>> from attrkit import GradientShap
+        >>> from attrkit.testing import ToyModel
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> gs = GradientShap(ToyModel())
+        >>> gs.attribute(torch.rand(2, 3), baselines=torch.rand(10, 3), n_samples=20, target=0).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True):
+        super().__init__(forward_func)
+        self._multiplies_by_inputs = multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(self, inputs, baselines, n_samples: int = 5, stdevs=0.0, target=None,
+                  additional_forward_args=None, return_convergence_delta: bool = False):
+        from .noise_tunnel import NoiseTunnel
+
+        xs, _ = P.as_tuple(inputs)
+        distribution = P.baseline_distribution(baselines, xs)
+        single_point = InputBaselineXGradient(self.forward_func, self.multiplies_by_inputs)
+        single_point.gradient_func = self.gradient_func
+        return NoiseTunnel(single_point).attribute(
+            inputs, nt_type="smoothgrad", nt_samples=P.check_positive_int(n_samples, "n_samples"), stdevs=stdevs,
+            draw_baseline_from_distrib=True, baselines=distribution if isinstance(inputs, tuple) else distribution[0],
+            target=target, additional_forward_args=additional_forward_args,
+            return_convergence_delta=return_convergence_delta,
+        )

@@ -1,0 +1,90 @@
+"""Every case in cases_*.py through the same checks (see cases.py)."""
+import pytest
+import torch
+
+import attrkit
+from cases import Case, build, load_cases, make_inputs
+
+captum_attr = pytest.importorskip("captum.attr")
+
+CASES = load_cases()
+
+
+def _tuple(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
+def _run(case: Case, library, inputs, **overrides):
+    _, method = build(case, library)
+    kwargs = {**(case.captum_kwargs if library is captum_attr and case.captum_kwargs else case.kwargs), **overrides}
+    torch.manual_seed(2)
+    return method.attribute(inputs, **kwargs)
+
+
+def _split(case, out):
+    return out if case.kwargs.get("return_convergence_delta") else (out, None)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.oracle != "none"], ids=str)
+def test_agrees_with_captum(case):
+    inputs = make_inputs(case)
+    ours, our_delta = _split(case, _run(case, attrkit, inputs))
+    theirs, their_delta = _split(case, _run(case, captum_attr, inputs))
+    assert type(ours) is type(theirs)
+    for a, b in zip(_tuple(ours), _tuple(theirs)):
+        assert a.shape == b.shape
+        b = b.to(a.dtype)
+        scale = b.abs().max().clamp_min(1e-12)
+        if case.oracle == "exact":
+            torch.testing.assert_close(a, b, rtol=case.rtol, atol=case.atol + case.rtol * float(scale))
+        else:  # sampled methods: agree in expectation, relative to the attribution's scale
+            assert float((a - b).abs().max()) <= case.atol + case.rtol * float(scale), (a, b)
+    if our_delta is not None and case.oracle == "exact":
+        torch.testing.assert_close(our_delta.reshape(-1).to(their_delta.dtype), their_delta.reshape(-1),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def _state(model, inputs):
+    return (
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        [len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+         + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules()],
+        [getattr(m, "inplace", None) for m in model.modules()],
+        [x.requires_grad for x in _tuple(inputs)],
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_model_state_restored(case, train_mode):
+    model, method = build(case, attrkit)
+    model.train(train_mode)
+    inputs = make_inputs(case)
+    before = _state(model, inputs)
+    method.attribute(inputs, **case.kwargs)
+    assert _state(model, inputs) == before
+    bad = case.bad_kwargs or {"target": 10_000}
+    with pytest.raises((ValueError, TypeError)):
+        method.attribute(inputs, **{**case.kwargs, **bad})
+    assert _state(model, inputs) == before
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.batch_arg], ids=str)
+def test_batch_size_does_not_change_result(case):
+    inputs = make_inputs(case)
+    reference, _ = _split(case, _run(case, attrkit, inputs))
+    for value in case.batch_values:
+        out, _ = _split(case, _run(case, attrkit, inputs, **{case.batch_arg: value}))
+        for a, b in zip(_tuple(out), _tuple(reference)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_shapes_follow_inputs(case):
+    inputs = make_inputs(case)
+    out, _ = _split(case, _run(case, attrkit, inputs))
+    assert isinstance(out, tuple) == isinstance(inputs, tuple)
+    if case.layer is None:
+        for a, x in zip(_tuple(out), _tuple(inputs)):
+            assert a.shape == x.shape and a.device == x.device
