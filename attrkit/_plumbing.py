@@ -40,8 +40,8 @@ def as_tuple(inputs, name: str = "inputs") -> tuple[tuple[Tensor, ...], bool]:
         raise ValueError(f"`{name}` is empty: pass a tensor or a non-empty tuple of tensors.")
     for i, x in enumerate(items):
         if not isinstance(x, Tensor):
-            where = f"`{name}[{i}]`" if is_tuple else f"`{name}`"
-            raise TypeError(f"{where} must be a torch.Tensor, got {type(x).__name__}.")
+            what = f"entry {i} is a {type(x).__name__}" if is_tuple else f"got a {type(x).__name__}"
+            raise TypeError(f"`{name}` must be a torch.Tensor or a tuple of tensors; {what}.")
     if is_tuple and len({x.shape[0] if x.dim() else None for x in items}) > 1:
         shapes = ", ".join(str(tuple(x.shape)) for x in items)
         raise ValueError(f"`{name}` tensors must share the batch dimension (dim 0); got shapes {shapes}.")
