@@ -1,0 +1,377 @@
+"""DeepLift and DeepLiftShap: gradients with each nonlinearity's slope replaced by a secant.
+
+DeepLift explains ``f(x) - f(b)``, the change of the output between an input
+``x`` and a reference input ``b`` (the baseline). Write every layer's change as
+``Δy = m · Δx``; for linear layers ``m`` is the weight, for a nonlinearity the
+**Rescale rule** takes the secant slope ``m = Δy / Δx`` instead of the
+derivative. Chaining the ``m``'s backward (the chain rule, with secants in place
+of derivatives) gives each input's *multiplier*, and ``multiplier · (x - b)``
+adds up to ``f(x) - f(b)`` exactly (completeness).
+
+How attrkit computes it, in three steps:
+
+1. **One batch for both.** The model runs on ``[x; b]`` (inputs and baselines
+   stacked), so every call of every nonlinearity sees its input and its
+   reference value side by side: rows ``:n`` and ``n:``.
+2. **Rules per call.** A forward hook on each nonlinearity module computes the
+   secant slope of that call and rewires the backward pass to use it (see
+   :mod:`attrkit.backprop`; reused and in-place modules are handled per call).
+3. **The ordinary gradient.** The objective is the target output of the ``x``
+   rows; its gradient with respect to ``x`` is the multiplier.
+
+Rules (:data:`NONLINEAR_RULES`, extendable):
+
+* :class:`Rescale` — any elementwise activation (ReLU, ELU, LeakyReLU, Sigmoid,
+  Tanh, Softplus, SiLU, ReLU6, Hardswish, GELU, ...);
+* :class:`SoftmaxRescale` — Rescale, then the mean over the softmax dimension
+  is subtracted (softmax ignores a shift of its inputs);
+* :class:`MaxPoolRescale` — the output change is routed to the positions that
+  were the maximum for the input and for the baseline.
+
+Linear layers, convolutions, batch norm (eval mode), average pooling, additions
+and reshapes keep their ordinary gradient, which is already exact for them.
+
+Layer and neuron methods reuse the estimator: :func:`multipliers` takes the
+model to hook and, separately, any objective that runs it (e.g. a neuron's
+activation), and :func:`layer_multipliers` differentiates with respect to a
+layer's activations instead of the inputs.
+"""
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import _plumbing as P
+from ._hooks import capture
+from .backprop import BackwardRule, functional_calls_warned, rules_applied
+from .base import GradientAttribution
+
+
+# --------------------------------------------------------------------------- rules
+def _halves(t: Tensor, module: nn.Module) -> tuple[Tensor, Tensor]:
+    if t.dim() == 0 or t.shape[0] % 2:
+        raise ValueError(
+            f"DeepLift runs inputs and baselines as one batch, so {type(module).__name__} must see the batch "
+            f"dimension first; it got a tensor of shape {tuple(t.shape)}."
+        )
+    return t.chunk(2)
+
+
+class Rescale(BackwardRule):
+    """Secant slope ``(y - y_ref) / (x - x_ref)`` for an elementwise nonlinearity.
+
+    Where the input barely changed (``|x - x_ref| < eps``) the secant is undefined
+    and the ordinary derivative is used instead.
+    """
+
+    def __init__(self, eps: float = 1e-10):
+        self.eps = eps
+
+    def forward(self, module, x, y):
+        (x_in, x_ref), (y_in, y_ref) = _halves(x, module), _halves(y, module)
+        dx, dy = x_in - x_ref, y_in - y_ref
+        flat = dx.abs() < self.eps
+        slope = dy / torch.where(flat, torch.ones_like(dx), dx)
+        return torch.cat([slope, slope]), torch.cat([flat, flat])
+
+    def backward(self, state, grad):
+        slope, flat = state
+        zero = torch.zeros_like(grad)
+        return torch.where(flat, zero, grad * slope), torch.where(flat, grad, zero)
+
+
+class SoftmaxRescale(Rescale):
+    """Rescale for softmax, then the mean over the softmax dimension is subtracted.
+
+    Where the input barely changed, the softmax's own gradient is used (as Captum
+    does). Captum subtracts one mean over the whole batch; attrkit subtracts it per
+    example, so results do not depend on what else is in the batch.
+    """
+
+    def forward(self, module, x, y):
+        slope, flat = super().forward(module, x, y)
+        return slope, flat, y, self.softmax_dim(module, x)
+
+    def backward(self, state, grad):
+        slope, flat, y, dim = state
+        derivative = y * (grad - (grad * y).sum(dim, keepdim=True))
+        direct = torch.where(flat, derivative, grad * slope)
+        return direct - direct.mean(dim, keepdim=True), None
+
+    @staticmethod
+    def softmax_dim(module, x) -> int:
+        if isinstance(module, nn.Softmax2d):
+            return -3
+        if module.dim is None:  # nn.Softmax(dim=None) follows PyTorch's legacy choice
+            return 0 if x.dim() in (0, 1, 3) else 1
+        return module.dim
+
+
+_POOLS = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d, nn.MaxPool3d: F.max_pool3d}
+
+
+class MaxPoolRescale(BackwardRule):
+    r"""DeepLift through max pooling.
+
+    Each output's change ``y - y_ref`` is split at ``m = max(y, y_ref)``: the part
+    ``m - y_ref`` goes to the input's argmax, the part ``y - m`` to the baseline's
+    argmax, and each input position divides what it received by its own change
+    ``x - x_ref``. Overlapping windows add up (ResNet's 3x3 stride-2 pooling).
+    """
+
+    def __init__(self, eps: float = 1e-10):
+        self.eps = eps
+
+    def forward(self, module, x, y):
+        if getattr(module, "return_indices", False):
+            raise ValueError(f"DeepLift does not support {type(module).__name__}(return_indices=True).")
+        pool = next(f for cls, f in _POOLS.items() if isinstance(module, cls))
+        _, index = pool(x, module.kernel_size, module.stride, module.padding, module.dilation,
+                        ceil_mode=module.ceil_mode, return_indices=True)
+        (x_in, x_ref), (y_in, y_ref), (i_in, i_ref) = _halves(x, module), _halves(y, module), index.chunk(2)
+        top = torch.max(y_in, y_ref)
+        return x_in - x_ref, i_in, i_ref, top - y_ref, y_in - top
+
+    def backward(self, state, grad):
+        dx, i_in, i_ref, part_in, part_ref = state
+        g = grad.chunk(2)[0]
+        routed = _to_positions(g * part_in, i_in, dx) + _to_positions(g * part_ref, i_ref, dx)
+        derivative = _to_positions(g, i_in, dx)
+        flat = dx.abs() < self.eps
+        direct = torch.where(flat, derivative, routed / torch.where(flat, torch.ones_like(dx), dx))
+        return torch.cat([direct, torch.zeros_like(direct)]), None
+
+
+def _to_positions(values: Tensor, index: Tensor, like: Tensor) -> Tensor:
+    """Add each pooled value to the input position its index names (the max-pool backward)."""
+    out = torch.zeros(*like.shape[:2], like[0, 0].numel(), dtype=values.dtype, device=values.device)
+    return out.scatter_add_(2, index.flatten(2), values.flatten(2)).view_as(like)
+
+
+#: Module type -> DeepLift rule class. Subclasses match too; add your own activation with
+#: ``NONLINEAR_RULES[MyActivation] = Rescale`` (any elementwise function works with Rescale).
+NONLINEAR_RULES: dict[type, type] = {
+    **{cls: Rescale for cls in (
+        nn.ReLU, nn.ReLU6, nn.ELU, nn.SELU, nn.CELU, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.Sigmoid, nn.Tanh,
+        nn.Softplus, nn.SiLU, nn.GELU, nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.LogSigmoid,
+        nn.Softsign, nn.Tanhshrink, nn.Softshrink, nn.Hardshrink, nn.Threshold,
+    )},
+    nn.Softmax: SoftmaxRescale,
+    nn.Softmax2d: SoftmaxRescale,
+    nn.MaxPool1d: MaxPoolRescale, nn.MaxPool2d: MaxPoolRescale, nn.MaxPool3d: MaxPoolRescale,
+}
+
+#: Torch functions that are nonlinear but invisible to module hooks when called in ``forward``.
+_NONLINEAR_FUNCTIONS = {
+    F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu6, F.elu, F.selu,
+    F.celu, F.leaky_relu, F.gelu, F.silu, F.mish, F.hardswish, F.hardsigmoid, F.hardtanh, F.softplus,
+    F.logsigmoid, F.sigmoid, torch.sigmoid, torch.Tensor.sigmoid, F.tanh, torch.tanh, torch.Tensor.tanh,
+    F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax, torch.Tensor.log_softmax,
+    F.max_pool1d, F.max_pool2d, F.max_pool3d,
+    F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+}
+
+
+def rule_for(module: nn.Module, eps: float = 1e-10) -> BackwardRule | None:
+    """The DeepLift rule for ``module``'s type (looked up along its class hierarchy), or None."""
+    for cls in type(module).__mro__:
+        if cls in NONLINEAR_RULES:
+            return NONLINEAR_RULES[cls](eps)
+    return None
+
+
+# --------------------------------------------------------------------------- the estimator
+_ADVICE = ("The attributions may not add up to f(inputs) - f(baselines); use the module form "
+           "(e.g. nn.ReLU()) or add a rule to attrkit.deeplift.NONLINEAR_RULES.")
+
+
+@contextmanager
+def _deeplift_rules(model: nn.Module, eps: float):
+    with rules_applied(model, lambda m: rule_for(m, eps)) as hooked, \
+            functional_calls_warned("DeepLift", _NONLINEAR_FUNCTIONS, hooked, _ADVICE):
+        yield
+
+
+def _on_inputs_and_baselines(forward_func: Callable, baselines: tuple, n: int) -> Callable:
+    """``f(*inputs, *args)`` that runs ``forward_func`` on ``[inputs; baselines]`` (``args``
+    repeated to match) and returns the rows of the inputs."""
+
+    def f(*inputs_and_args):
+        xs, rest = inputs_and_args[: len(baselines)], inputs_and_args[len(baselines):]
+        both = tuple(torch.cat([x, b.detach()]) for x, b in zip(xs, baselines))
+        return forward_func(*both, *P.expand_args(rest, 2))[:n]
+
+    return f
+
+
+def multipliers(model: nn.Module, forward_func: Callable, inputs: tuple, baselines: tuple, target=None,
+                args: tuple = (), eps: float = 1e-10) -> tuple[Tensor, ...]:
+    """DeepLift multipliers of ``forward_func``'s target output with respect to ``inputs``.
+
+    The rules go on the nonlinearities of ``model``; ``forward_func`` is any
+    callable ``forward_func(*inputs, *args)`` that runs ``model`` — the model
+    itself or a new objective, e.g. :func:`attrkit._hooks.neuron_objective` for a
+    neuron method. It is called once on the inputs and baselines stacked,
+    ``[inputs; baselines]``, with ``args`` repeated to match, and the target is
+    read from the ``inputs`` rows.
+    """
+    paired = _on_inputs_and_baselines(forward_func, baselines, P.batch_size_of(inputs))
+    with _deeplift_rules(model, eps):
+        return P.gradients(paired, inputs, target, args)
+
+
+def layer_multipliers(model: nn.Module, forward_func: Callable, layer: nn.Module, inputs: tuple,
+                      baselines: tuple, target=None, args: tuple = (), eps: float = 1e-10,
+                      attribute_to_input: bool = False):
+    """DeepLift multipliers with respect to ``layer``'s output (or input) and the layer's values.
+
+    Returns ``(multipliers, values for the inputs, values for the baselines)``, a
+    tuple of tensors each (one per tensor the layer produces or receives). One
+    forward pass on ``[inputs; baselines]`` gives both sets of values, so paths
+    that bypass the layer (skip connections) carry the baselines' values too.
+    """
+    n = P.batch_size_of(inputs)
+    paired = _on_inputs_and_baselines(forward_func, baselines, n)
+    leaves = tuple(x.detach() for x in inputs)
+    with _deeplift_rules(model, eps), torch.enable_grad(), \
+            capture(layer, attribute_to_input, require_grad=True) as record:
+        out = P.per_example(P.run_forward(paired, leaves, target, args), n)
+        values = tuple(v for v in record.single() if isinstance(v, Tensor))
+        wrt = [v for v in values if v.requires_grad]
+        grads = dict(zip(map(id, wrt), torch.autograd.grad(out.sum(), wrt, allow_unused=True) if wrt else ()))
+    grads = tuple(grads.get(id(v)) for v in values)
+    grads = tuple(torch.zeros_like(v[:n]) if g is None else g[:n] for g, v in zip(grads, values))
+    return grads, tuple(v[:n].detach() for v in values), tuple(v[n:].detach() for v in values)
+
+
+def attributions_from_multipliers(mults: tuple, inputs: tuple, baselines: tuple, custom_attribution_func=None,
+                                  multiply_by_inputs: bool = True) -> tuple[Tensor, ...]:
+    """``mults * (inputs - baselines)``, the multipliers alone, or ``custom_attribution_func``
+    called with (multipliers), (multipliers, inputs) or (multipliers, inputs, baselines)."""
+    if custom_attribution_func is not None:
+        out = custom_attribution_func(*(mults, inputs, baselines)[: _n_params(custom_attribution_func)])
+        return out if isinstance(out, tuple) else (out,)
+    if multiply_by_inputs:
+        return tuple(m * (x - b) for m, x, b in zip(mults, inputs, baselines))
+    return tuple(mults)
+
+
+def _n_params(func) -> int:
+    if not callable(func):
+        raise TypeError(f"`custom_attribution_func` must be callable, got {type(func).__name__}.")
+    n = len(inspect.signature(func).parameters)
+    if not 1 <= n <= 3:
+        raise TypeError(
+            "`custom_attribution_func` must take 1 to 3 arguments: (multipliers), (multipliers, inputs) or "
+            f"(multipliers, inputs, baselines); it takes {n}."
+        )
+    return n
+
+
+class DeepLift(GradientAttribution):
+    r"""DeepLIFT with the Rescale rule: multipliers from secant slopes, times ``inputs - baselines``.
+
+    The attributions add up to ``f(inputs) - f(baselines)`` (see
+    ``return_convergence_delta``) when every nonlinearity is a module with a rule
+    in :data:`NONLINEAR_RULES` — ReLU, ELU, LeakyReLU, Sigmoid, Tanh, Softplus,
+    SiLU, ReLU6, Hardswish, GELU and other elementwise activations, Softmax,
+    MaxPool1d/2d/3d — and the model is in eval mode. Modules called more than once
+    and in-place modules (torchvision's ResNets) work as they are. Nonlinearities
+    called as functions (``torch.relu(x)``) keep their ordinary gradient, as in
+    Captum, and trigger a warning. The rules go on ``self.model``; the gradient is
+    taken of ``self.forward_func`` (the model itself, unless a layer or neuron
+    method sets another objective that runs it).
+
+    Shrikumar, Greenside & Kundaje (2017), *Learning Important Features Through
+    Propagating Activation Differences*, https://arxiv.org/abs/1704.02685 ;
+    Ancona et al. (2018), *Towards better understanding of gradient-based attribution
+    methods for deep neural networks*, https://arxiv.org/abs/1711.06104
+
+    Args:
+        model: the ``nn.Module`` whose nonlinearities get the rules.
+        multiply_by_inputs: multiply the multipliers by ``inputs - baselines``
+            (global attribution); ``False`` returns the multipliers themselves.
+        eps: an input change below this counts as no change; there the ordinary
+            derivative replaces the secant.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import DeepLift
+        >>> from attrkit.testing import SmallCNN
+        >>> dl = DeepLift(SmallCNN().eval())
+        >>> attr, delta = dl.attribute(torch.rand(2, 1, 8, 8), target=0, return_convergence_delta=True)
+        >>> attr.shape, bool(delta.abs().max() < 1e-5)
+        (torch.Size([2, 1, 8, 8]), True)
+    """
+
+    def __init__(self, model: nn.Module, multiply_by_inputs: bool = True, eps: float = 1e-10):
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"`model` must be a torch.nn.Module (DeepLift hooks its nonlinearities), got {type(model).__name__}."
+            )
+        super().__init__(model)
+        self.model = model
+        self.eps = eps
+        self._multiplies_by_inputs = multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
+                  return_convergence_delta: bool = False, custom_attribution_func=None):
+        xs, is_tuple = P.as_tuple(inputs)
+        bs = P.format_baselines(baselines, xs)
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        if custom_attribution_func is not None:
+            _n_params(custom_attribution_func)  # fail before running the model
+        grads = multipliers(self.model, self.forward_func, xs, bs, target, args, self.eps)
+        attrs = attributions_from_multipliers(grads, xs, bs, custom_attribution_func, self.multiplies_by_inputs)
+        if not return_convergence_delta:
+            return P.restore(attrs, is_tuple)
+        return P.restore(attrs, is_tuple), self.compute_convergence_delta(attrs, bs, xs, target, args)
+
+
+class DeepLiftShap(DeepLift):
+    r"""DeepLift averaged over a distribution of baselines: an approximation of SHAP values.
+
+    Every input is paired with every baseline (``n_inputs * n_baselines`` DeepLift
+    runs in one batch); the attributions are averaged over the baselines, and the
+    convergence delta has one entry per (input, baseline) pair, ordered by input
+    first.
+
+    Lundberg & Lee (2017), *A Unified Approach to Interpreting Model Predictions*,
+    https://arxiv.org/abs/1705.07874
+
+    Example:
+        >>> import torch
+        >>> from attrkit import DeepLiftShap
+        >>> from attrkit.testing import SmallCNN
+        >>> dls = DeepLiftShap(SmallCNN().eval())
+        >>> attr, delta = dls.attribute(torch.rand(2, 1, 8, 8), baselines=torch.rand(5, 1, 8, 8), target=0,
+        ...                             return_convergence_delta=True)
+        >>> attr.shape, delta.shape
+        (torch.Size([2, 1, 8, 8]), torch.Size([10]))
+    """
+
+    def __init__(self, model: nn.Module, multiply_by_inputs: bool = True):
+        super().__init__(model, multiply_by_inputs)
+
+    def attribute(self, inputs, baselines, target=None, additional_forward_args=None,
+                  return_convergence_delta: bool = False, custom_attribution_func=None):
+        xs, is_tuple = P.as_tuple(inputs)
+        distribution = P.baseline_distribution(baselines, xs)
+        n, m = P.batch_size_of(xs), distribution[0].shape[0]
+        out = super().attribute(
+            P.expand(xs, m, "interleave"), P.expand(distribution, n, "repeat"),
+            P.expand_target(P.validate_target(target), m, "interleave"),
+            P.expand_args(P.format_args(additional_forward_args), m, "interleave"),
+            return_convergence_delta, custom_attribution_func,
+        )
+        attrs, delta = out if return_convergence_delta else (out, None)
+        means = tuple(a.reshape(n, m, *a.shape[1:]).mean(1) for a in attrs)
+        return (P.restore(means, is_tuple), delta) if return_convergence_delta else P.restore(means, is_tuple)

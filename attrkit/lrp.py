@@ -1,0 +1,340 @@
+"""Layer-wise relevance propagation (LRP): the output score, redistributed layer by layer.
+
+LRP starts with the target output as the total *relevance* and passes it back
+through the network; each layer splits the relevance of its outputs among its
+inputs in proportion to their contributions. For a layer ``z = W a + b`` the
+basic (epsilon) rule gives input ``i``
+
+    R_i = a_i * sum_j W_ji * R_j / (z_j ± eps)
+
+— the gradient of ``z`` weighted by ``R / z``, times the input. The rules differ
+in the weights they use for ``W`` (:class:`GammaRule` boosts positive weights,
+:class:`Alpha1_Beta0_Rule` keeps only positive ones) or skip the layer
+(:class:`IdentityRule`).
+
+Choose a rule per layer by setting its ``rule`` attribute, as in Captum::
+
+    model.conv1.rule = GammaRule()
+
+Layers without one get a default: the epsilon rule for linear layers,
+convolutions, batch norm and pooling; ReLU, Tanh and dropout pass the relevance
+on unchanged; Flatten and Identity are reshapes. Any other leaf module needs a
+``rule`` (a ``TypeError`` says which). The rules run through the same per-call
+hooks as DeepLift (:mod:`attrkit.backprop`): the model's weights are never
+changed, and modules used several times get the rule at every call.
+"""
+from __future__ import annotations
+
+import copy
+from contextlib import ExitStack
+
+import torch
+from torch import Tensor, nn
+
+from . import _plumbing as P
+from ._hooks import capture
+from .backprop import BackwardRule, rules_applied
+from .base import GradientAttribution, LayerAttribution
+
+
+# --------------------------------------------------------------------------- rules
+class PropagationRule(BackwardRule):
+    """Base of the LRP rules: ``R_in = a * grad(z'(a), a, R_out / (z' ± eps))``.
+
+    ``z'`` is the layer applied to its input ``a`` with the parameters from
+    :meth:`parameters` (the layer's own by default). Subclass it and override
+    :meth:`parameters` to make a new rule.
+    """
+
+    STABILITY_FACTOR = 1e-9
+
+    def parameters(self, module: nn.Module) -> dict[str, Tensor]:
+        """Replacement parameters for the relevance pass (name -> tensor); empty keeps the layer's own."""
+        return {}
+
+    def forward(self, module, a, z):
+        with torch.enable_grad():
+            a_ = a.detach().requires_grad_()
+            z_ = _rerun(module, a_, self.parameters(module))
+        return a, a_, z_
+
+    def backward(self, state, relevance):
+        a, a_, z_ = state
+        z = z_.detach()
+        stabilized = z + torch.where(z >= 0, self.STABILITY_FACTOR, -self.STABILITY_FACTOR)
+        (weighted,) = torch.autograd.grad(z_, a_, relevance / stabilized)
+        return a * weighted, None
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+def _rerun(module: nn.Module, a: Tensor, parameters: dict) -> Tensor:
+    """``module.forward(a)`` on a shallow twin of the module whose parameters are replaced by
+    ``parameters`` and whose buffers (BatchNorm's running statistics) are copies: nothing in
+    the model changes, and no hooks run."""
+    twin = copy.copy(module)
+    twin._parameters = {**module._parameters, **parameters}
+    twin._buffers = {name: None if b is None else b.clone() for name, b in module._buffers.items()}
+    return twin.forward(a)
+
+
+def _weight_and_bias(module, weight_fn, zero_bias: bool) -> dict[str, Tensor]:
+    out = {}
+    if isinstance(getattr(module, "weight", None), Tensor):
+        out["weight"] = weight_fn(module.weight.detach())
+    if zero_bias and isinstance(getattr(module, "bias", None), Tensor):
+        out["bias"] = torch.zeros_like(module.bias)
+    return out
+
+
+class EpsilonRule(PropagationRule):
+    """The epsilon rule: ``R_i = a_i * sum_j w_ji R_j / (z_j ± epsilon)``; a larger
+    ``epsilon`` absorbs weak, noisy relevance. A good choice for middle and upper layers.
+
+    Example:
+        >>> from attrkit import EpsilonRule
+        >>> EpsilonRule(epsilon=1e-6).STABILITY_FACTOR
+        1e-06
+    """
+
+    def __init__(self, epsilon: float = 1e-9):
+        self.STABILITY_FACTOR = epsilon
+
+    def __repr__(self):
+        return f"EpsilonRule(epsilon={self.STABILITY_FACTOR})"
+
+
+class GammaRule(PropagationRule):
+    """The gamma rule: weights ``w + gamma * max(w, 0)`` favour positive contributions.
+    A good choice for lower layers. ``set_bias_to_zero`` drops the layer's bias.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import GammaRule
+        >>> GammaRule(gamma=0.5).parameters(torch.nn.Linear(2, 1, bias=False))["weight"].shape
+        torch.Size([1, 2])
+    """
+
+    def __init__(self, gamma: float = 0.25, set_bias_to_zero: bool = False):
+        self.gamma = gamma
+        self.set_bias_to_zero = set_bias_to_zero
+
+    def parameters(self, module):
+        return _weight_and_bias(module, lambda w: w + self.gamma * w.clamp(min=0), self.set_bias_to_zero)
+
+    def __repr__(self):
+        return f"GammaRule(gamma={self.gamma}, set_bias_to_zero={self.set_bias_to_zero})"
+
+
+class Alpha1_Beta0_Rule(PropagationRule):  # noqa: N801 - Captum's name
+    """The alpha=1, beta=0 rule (deep Taylor decomposition): only positive weights pass
+    relevance, which keeps it positive. Not meant for batch norm.
+
+    Example:
+        >>> from attrkit import Alpha1_Beta0_Rule
+        >>> Alpha1_Beta0_Rule(set_bias_to_zero=True)
+        Alpha1_Beta0_Rule(set_bias_to_zero=True)
+    """
+
+    def __init__(self, set_bias_to_zero: bool = False):
+        self.set_bias_to_zero = set_bias_to_zero
+
+    def parameters(self, module):
+        return _weight_and_bias(module, lambda w: w.clamp(min=0), self.set_bias_to_zero)
+
+    def __repr__(self):
+        return f"Alpha1_Beta0_Rule(set_bias_to_zero={self.set_bias_to_zero})"
+
+
+class IdentityRule(EpsilonRule):
+    """Relevance passes through unchanged (the layer's input and output have the same
+    shape), e.g. for batch norm or an activation.
+
+    Example:
+        >>> from attrkit import IdentityRule
+        >>> IdentityRule()
+        IdentityRule()
+    """
+
+    def forward(self, module, a, z):
+        return None
+
+    def backward(self, state, relevance):
+        return relevance, None
+
+    def __repr__(self):
+        return "IdentityRule()"
+
+
+# --------------------------------------------------------------------------- defaults
+EPSILON_LAYERS = (
+    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.modules.batchnorm._BatchNorm,
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+)
+PASS_THROUGH_LAYERS = (nn.ReLU, nn.Tanh, nn.modules.dropout._DropoutNd)
+RESHAPE_LAYERS = (nn.Flatten, nn.Unflatten, nn.Identity)
+
+
+def default_rule(module: nn.Module) -> PropagationRule | None:
+    """The rule a leaf module gets when it has no ``rule`` attribute (None: plain gradient)."""
+    if isinstance(module, EPSILON_LAYERS):
+        return EpsilonRule()
+    if isinstance(module, PASS_THROUGH_LAYERS):
+        return IdentityRule()
+    if isinstance(module, RESHAPE_LAYERS):
+        return None
+    raise TypeError(
+        f"LRP has no default rule for {type(module).__name__} ({module}). Set one on the module, e.g. "
+        "`module.rule = EpsilonRule()` for a layer with weights or `module.rule = IdentityRule()` for an "
+        "elementwise layer whose relevance should pass through."
+    )
+
+
+def _check_rules(model: nn.Module):
+    for name, module in model.named_modules():
+        rule = getattr(module, "rule", None)
+        if rule is not None and not isinstance(rule, PropagationRule):
+            raise TypeError(
+                f"`{name}.rule` must be an LRP rule (EpsilonRule(), GammaRule(), Alpha1_Beta0_Rule(), "
+                f"IdentityRule() or a PropagationRule subclass), got {type(rule).__name__}."
+            )
+
+
+def _lrp_rule_for(verbose: bool):
+    def rule_for(module: nn.Module):
+        if any(True for _ in module.children()):
+            return None  # containers: their leaves carry the rules
+        rule = getattr(module, "rule", None)
+        rule = rule if rule is not None else default_rule(module)
+        if verbose and rule is not None:
+            print(f"Applied {rule} on layer {module}")
+        return rule
+
+    return rule_for
+
+
+# --------------------------------------------------------------------------- LRP
+class LRP(GradientAttribution):
+    r"""Layer-wise relevance propagation with a rule per layer.
+
+    The relevance of the target output (its value) is propagated back to the
+    inputs with each layer's ``rule`` (see the module docstring for the defaults).
+    With bias-free layers and small epsilons the relevance is conserved: the
+    attributions add up to the output (the convergence delta is
+    ``output - sum(attributions)``, as in Captum).
+
+    Bach et al. (2015), *On Pixel-Wise Explanations for Non-Linear Classifier
+    Decisions by Layer-Wise Relevance Propagation*,
+    https://doi.org/10.1371/journal.pone.0130140 ; Montavon et al. (2019),
+    *Layer-Wise Relevance Propagation: An Overview*,
+    https://doi.org/10.1007/978-3-030-28954-6_10
+
+    Args:
+        model: an ``nn.Module``; set ``layer.rule`` on any layer to override its default.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LRP, GammaRule
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> model.conv1.rule = GammaRule()
+        >>> attr, delta = LRP(model).attribute(torch.rand(2, 1, 8, 8), target=0, return_convergence_delta=True)
+        >>> attr.shape, delta.shape
+        (torch.Size([2, 1, 8, 8]), torch.Size([2]))
+    """
+
+    _multiplies_by_inputs = True
+
+    def __init__(self, model: nn.Module):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"`model` must be a torch.nn.Module (LRP hooks its layers), got {type(model).__name__}.")
+        super().__init__(model)
+        self.model = model
+        _check_rules(model)
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta: bool = False,
+                  verbose: bool = False):
+        xs, is_tuple = P.as_tuple(inputs)
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        _check_rules(self.model)
+        with rules_applied(self.model, _lrp_rule_for(verbose)):
+            per_unit_output = self.gradient_func(self.forward_func, xs, target, args)
+        output = P.scalar_outputs(self.forward_func, xs, target, args)
+        relevance = tuple(_times_rows(r, output) for r in per_unit_output)
+        if not return_convergence_delta:
+            return P.restore(relevance, is_tuple)
+        return P.restore(relevance, is_tuple), self.compute_convergence_delta(relevance, output)
+
+    def compute_convergence_delta(self, attributions, output: Tensor) -> Tensor:
+        """Relevance lost on the way: ``output - sum(attributions)`` per example (Captum's sign)."""
+        attrs, _ = P.as_tuple(attributions, "attributions")
+        return output.reshape(-1) - P.sum_per_example(attrs).reshape(-1)
+
+
+def _times_rows(relevance: Tensor, output: Tensor) -> Tensor:
+    """The propagation starts from a unit gradient; scale each example by its output value."""
+    return relevance * output.reshape(-1, *([1] * (relevance.dim() - 1))).to(relevance.dtype)
+
+
+class LayerLRP(LRP, LayerAttribution):
+    r"""LRP relevance of a layer's output (or input, ``attribute_to_layer_input=True``).
+
+    ``layer`` may be one module or a list of modules (then a list of relevances,
+    and of deltas, is returned). Bach et al. (2015), https://doi.org/10.1371/journal.pone.0130140
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerLRP
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> LayerLRP(model, model.conv2).attribute(torch.rand(2, 1, 8, 8), target=0).shape
+        torch.Size([2, 6, 3, 3])
+    """
+
+    def __init__(self, model: nn.Module, layer):
+        layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        for item in layers:
+            if not isinstance(item, nn.Module):
+                raise TypeError(f"`layer` must be a torch.nn.Module or a list of them, got {type(item).__name__}.")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"`model` must be a torch.nn.Module (LRP hooks its layers), got {type(model).__name__}.")
+        LayerAttribution.__init__(self, model, layers[0])  # LRP.__init__ would not pass `layer` along
+        self.gradient_func = P.gradients
+        self.model, self.layer, self._layers = model, layer, layers
+        _check_rules(model)
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta: bool = False,
+                  attribute_to_layer_input: bool = False, verbose: bool = False):
+        xs, _ = P.as_tuple(inputs)
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        _check_rules(self.model)
+        with rules_applied(self.model, _lrp_rule_for(verbose)):
+            per_layer = _layer_gradients(self.forward_func, self._layers, xs, target, args, attribute_to_layer_input)
+        output = P.scalar_outputs(self.forward_func, xs, target, args)
+        relevances = [tuple(_times_rows(g, output) for g in grads) for grads in per_layer]
+        results = [r if len(r) > 1 else r[0] for r in relevances]
+        deltas = [self.compute_convergence_delta(r, output) for r in relevances]
+        if isinstance(self.layer, (list, tuple)):
+            return (results, deltas) if return_convergence_delta else results
+        return (results[0], deltas[0]) if return_convergence_delta else results[0]
+
+
+def _layer_gradients(forward_func, layers, inputs, target, args, attribute_to_input: bool):
+    """Gradient of the target output with respect to each layer's output (or inputs)."""
+    leaves = tuple(x.detach().requires_grad_() for x in inputs)
+    with ExitStack() as stack, torch.enable_grad():
+        records = [stack.enter_context(capture(layer, attribute_to_input)) for layer in layers]
+        out = P.per_example(P.run_forward(forward_func, leaves, target, args), P.batch_size_of(leaves))
+        values = [tuple(v for v in record.single() if isinstance(v, Tensor)) for record in records]
+        wrt = [v for vs in values for v in vs if v.requires_grad]
+        grads = dict(zip(map(id, wrt), torch.autograd.grad(out.sum(), wrt, allow_unused=True) if wrt else ()))
+    return [tuple(_zero_if_none(grads.get(id(v)), v) for v in vs) for vs in values]
+
+
+def _zero_if_none(grad, like):
+    return torch.zeros_like(like) if grad is None else grad
