@@ -85,12 +85,15 @@ class LayerRecord:
 
 
 @contextmanager
-def capture(layer: nn.Module, attribute_to_input: bool = False) -> Iterator[LayerRecord]:
+def capture(layer: nn.Module, attribute_to_input: bool = False, require_grad: bool = False) -> Iterator[LayerRecord]:
     """Record the layer's output (or positional inputs) on every call.
 
     The model continues with a *clone*, so in-place operations further down
     (``ReLU(inplace=True)``) cannot overwrite what was recorded, and gradients
-    with respect to the recorded tensors remain well defined.
+    with respect to the recorded tensors remain well defined. With
+    ``require_grad=True``, floating-point values that do not yet require a gradient
+    (frozen parameters, a layer fed the raw input) are made to, so that gradients
+    with respect to the layer exist.
     """
     if not isinstance(layer, nn.Module):
         raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
@@ -98,6 +101,8 @@ def capture(layer: nn.Module, attribute_to_input: bool = False) -> Iterator[Laye
 
     def keep(values):
         items, record.is_tuple = _as_items(values)
+        if require_grad:
+            items = tuple(_needing_grad(v) for v in items)
         record.calls.append(items)
         clones = tuple(v.clone() if isinstance(v, Tensor) else v for v in items)
         return clones if record.is_tuple else clones[0]
@@ -108,6 +113,12 @@ def capture(layer: nn.Module, attribute_to_input: bool = False) -> Iterator[Laye
         else:
             handles.append(layer.register_forward_hook(lambda m, args, out: keep(out)))
         yield record
+
+
+def _needing_grad(v):
+    if isinstance(v, Tensor) and v.is_floating_point() and not v.requires_grad and torch.is_grad_enabled():
+        return v.detach().requires_grad_()  # v has no graph to lose; a new leaf leaves v's own flag alone
+    return v
 
 
 def _pre(value):
@@ -127,7 +138,9 @@ def replace(layer: nn.Module, values: tuple[Tensor, ...], attribute_to_input: bo
         record.calls.append(items)
         if len(values) != len(items):
             raise ValueError(f"`layer` produces {len(items)} tensor(s); {len(values)} replacement(s) given.")
-        return values if record.is_tuple else values[0]
+        # clones: an in-place operation further down (ReLU(inplace=True)) must not hit the caller's leaves
+        clones = tuple(v.clone() if isinstance(v, Tensor) else v for v in values)
+        return clones if record.is_tuple else clones[0]
 
     with hook_handles() as handles:
         if attribute_to_input:
@@ -150,20 +163,43 @@ def layer_values(
 def layer_gradients(
     forward_func: Callable, layer: nn.Module, inputs: tuple, target=None, args: tuple = (), attribute_to_input=False
 ) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """Gradient of each example's selected output w.r.t. the layer, and the layer's values."""
+    """Gradient of each example's selected output w.r.t. the layer, and the layer's values (detached).
+
+    The inputs are detached first: the caller's tensors and flags are never touched.
+    """
     from ._plumbing import batch_size_of, per_example, select_target
 
-    with torch.enable_grad(), capture(layer, attribute_to_input) as rec:
+    inputs = tuple(x.detach() if isinstance(x, Tensor) else x for x in inputs)
+    with torch.enable_grad(), capture(layer, attribute_to_input, require_grad=True) as rec:
         out = select_target(forward_func(*inputs, *args), target)
         values = rec.single()
         out = per_example(out, batch_size_of(inputs))
         wrt = [v for v in values if v.requires_grad]
         grads = iter(torch.autograd.grad(out.sum(), wrt, allow_unused=True) if wrt else ())
-    return tuple(_zero_if_none(next(grads), v) if v.requires_grad else torch.zeros_like(v) for v in values), values
+    grads = tuple(_zero_if_none(next(grads), v) if v.requires_grad else torch.zeros_like(v) for v in values)
+    return grads, tuple(v.detach() for v in values)
 
 
 def _zero_if_none(g, like):
     return torch.zeros_like(like) if g is None else g
+
+
+class ModelFunction(nn.Module):
+    """A new function of a model, as a module that keeps the model among its submodules.
+
+    Methods that act on the model's modules (modified backward rules, state
+    restoration) find them through ``.modules()`` as they would on the model itself.
+    """
+
+    def __init__(self, forward_func: Callable, fn: Callable):
+        super().__init__()
+        model = forward_func if isinstance(forward_func, nn.Module) else getattr(forward_func, "__self__", None)
+        if isinstance(model, nn.Module):
+            self.model = model
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
 
 
 def layer_as_variable(forward_func: Callable, layer: nn.Module, n_layer_values: int, attribute_to_input=False):
@@ -172,7 +208,9 @@ def layer_as_variable(forward_func: Callable, layer: nn.Module, n_layer_values: 
     Returns ``g(*layer_values, *model_inputs, *model_args)`` that runs the model on
     ``model_inputs`` with the layer's output (or input) replaced by ``layer_values``.
     Handing the model inputs over as *additional forward arguments* lets any
-    primary method expand and batch them along with everything else.
+    primary method expand and batch them along with everything else. ``g`` is a
+    :class:`ModelFunction`; applying it to another such ``g`` re-roots at several
+    layers at once (``g(*values_2, *values_1, *model_inputs)``).
     """
 
     def g(*everything):
@@ -180,7 +218,7 @@ def layer_as_variable(forward_func: Callable, layer: nn.Module, n_layer_values: 
         with replace(layer, tuple(values), attribute_to_input):
             return forward_func(*rest)
 
-    return g
+    return ModelFunction(forward_func, g)
 
 
 def neuron_objective(
@@ -190,16 +228,17 @@ def neuron_objective(
 
     ``neuron_selector`` is an int, a tuple index into the layer's output (batch
     dimension excluded), or a callable that takes the layer's output and returns
-    one number per example.
+    one number per example. A callable receives the layer's tensor, or the tuple
+    of its tensors when there are several. The result is a :class:`ModelFunction`.
     """
 
     def f(*inputs_and_args):
         with capture(layer, attribute_to_input) as rec:
             forward_func(*inputs_and_args)
         values = rec.single()
-        return select_neuron(values if rec.is_tuple else values[0], neuron_selector)
+        return select_neuron(values if len(values) > 1 else values[0], neuron_selector)
 
-    return f
+    return ModelFunction(forward_func, f)
 
 
 def select_neuron(layer_output, neuron_selector) -> Tensor:
@@ -212,9 +251,11 @@ def select_neuron(layer_output, neuron_selector) -> Tensor:
         layer_output = layer_output[0]
     index = (neuron_selector,) if isinstance(neuron_selector, int) else tuple(neuron_selector)
     shape = tuple(layer_output.shape[1:])
-    if len(index) != len(shape) or any(not (-s <= i < s) for i, s in zip(index, shape) if isinstance(i, int)):
+    has_slice = any(isinstance(i, slice) for i in index)
+    complete = len(index) == len(shape) or (has_slice and len(index) < len(shape))
+    if not complete or any(not (-s <= i < s) for i, s in zip(index, shape) if isinstance(i, int)):
         raise ValueError(
             f"`neuron_selector`={neuron_selector!r} does not index the layer's output of shape {shape} "
-            "(batch dimension excluded)."
+            "(batch dimension excluded): give one int per dimension (slices select several neurons, summed)."
         )
     return layer_output[(slice(None), *index)].reshape(layer_output.shape[0], -1).sum(1)

@@ -95,13 +95,15 @@ class PerturbationAttribution(Attribution):
 
 class LayerAttribution(Attribution):
     """An attribution to the neurons of ``layer`` (its output, or its input with
-    ``attribute_to_layer_input=True``). ``device_ids`` is accepted for Captum
+    ``attribute_to_layer_input=True``). Methods that attribute to several layers at
+    once accept a list of modules. ``device_ids`` is accepted for Captum
     compatibility; DataParallel models work as they are."""
 
-    def __init__(self, forward_func: Callable, layer: torch.nn.Module, device_ids=None):
+    def __init__(self, forward_func: Callable, layer, device_ids=None):
         super().__init__(forward_func)
-        if not isinstance(layer, torch.nn.Module):
-            raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
+        layers = layer if isinstance(layer, list) else [layer]
+        if not layers or not all(isinstance(m, torch.nn.Module) for m in layers):
+            raise TypeError(f"`layer` must be a torch.nn.Module (or a list of them), got {type(layer).__name__}.")
         self.layer = layer
         self.device_ids = device_ids
 

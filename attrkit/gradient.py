@@ -75,13 +75,27 @@ def path_integral(
     weights, alphas = P.integration_rule(method, n_steps)
     n = P.batch_size_of(inputs)
     total = None
-    for steps in P.chunks(len(alphas), n, internal_batch_size):
-        points = P.path_points(inputs, baselines, [alphas[k] for k in steps])
-        grads = grad_fn(points, P.expand_target(target, len(steps)), P.expand_args(args, len(steps)))
+    for steps, grads in path_steps(grad_fn, inputs, baselines, alphas, target, args, internal_batch_size):
         w = P.step_weights_tensor([weights[k] for k in steps], grads[0])
         part = tuple(P.weighted_step_sum(g, w, n) for g in grads)
         total = part if total is None else tuple(t + p for t, p in zip(total, part))
     return total
+
+
+def path_steps(
+    fn: Callable, inputs: tuple, baselines: tuple, alphas, target, args: tuple, internal_batch_size: int | None = None,
+):
+    """Walk the straight path from ``baselines`` to ``inputs``: yield ``(steps, fn(points, target, args))``
+    for consecutive groups of ``steps`` (indices into ``alphas``), ``internal_batch_size`` rows at a time.
+
+    Rows of the points (and of what ``fn`` returns) are step-major. :func:`path_integral`
+    reduces the walk with quadrature weights; layer conductance reduces it with
+    differences between consecutive steps.
+    """
+    n = P.batch_size_of(inputs)
+    for steps in P.chunks(len(alphas), n, internal_batch_size):
+        points = P.path_points(inputs, baselines, [alphas[k] for k in steps])
+        yield steps, fn(points, P.expand_target(target, len(steps)), P.expand_args(args, len(steps)))
 
 
 class IntegratedGradients(GradientAttribution):
@@ -137,7 +151,18 @@ class IntegratedGradients(GradientAttribution):
 class InputBaselineXGradient(GradientAttribution):
     r"""The gradient at one random point between input and baseline, times
     ``inputs - baselines``: a one-sample estimate of Integrated Gradients.
-    :class:`GradientShap` averages it over noise and baselines."""
+    :class:`GradientShap` averages it over noise and baselines (Lundberg & Lee, 2017,
+    https://arxiv.org/abs/1705.07874).
+
+    Example:
+        >>> import torch
+        >>> from attrkit import InputBaselineXGradient
+        >>> model = torch.nn.Linear(3, 1)  # linear: one random point is exact
+        >>> attr, delta = InputBaselineXGradient(model).attribute(torch.rand(2, 3), torch.zeros(2, 3),
+        ...                                                       return_convergence_delta=True)
+        >>> bool(delta.abs().max() < 1e-5)
+        True
+    """
 
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True):
         super().__init__(forward_func)

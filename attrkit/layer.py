@@ -1,0 +1,410 @@
+"""Layer methods: the primary estimators, re-rooted at a layer's activations.
+
+Every layer method attributes to the neurons of ``layer`` (its output, or its input
+with ``attribute_to_layer_input=True``) and returns the layer's shape: a tensor, or
+a tuple when the layer hands back several tensors (a list when several layers are
+given, where Captum allows it). Nothing re-implements an estimator:
+
+* the layer's gradient at a point (:func:`attrkit._hooks.layer_gradients`) gives
+  :class:`LayerGradientXActivation` and :class:`LayerGradCam`;
+* the one path walk of :mod:`attrkit.gradient` gives :class:`InternalInfluence`
+  (:func:`~attrkit.gradient.path_integral` of layer gradients) and
+  :class:`LayerConductance` (the same walk, reduced by differences between steps);
+* a primary method whose *inputs are the layer's activations*
+  (:class:`attrkit._layer.LayerSpace`, built on :func:`attrkit._hooks.layer_as_variable`)
+  gives :class:`LayerIntegratedGradients` (:class:`~attrkit.IntegratedGradients` of
+  the re-rooted model), :class:`LayerFeatureAblation` and :class:`LayerFeaturePermutation`;
+* :class:`~attrkit.NoiseTunnel` over a one-point layer gradient gives
+  :class:`LayerGradientShap`, exactly as it gives :class:`~attrkit.GradientShap`;
+* :class:`GuidedGradCam` multiplies :class:`~attrkit.GuidedBackprop` by the
+  upsampled :class:`LayerGradCam`;
+* DeepLift's multipliers taken with respect to the layer give :class:`LayerDeepLift`
+  and :class:`LayerDeepLiftShap`.
+
+Where each is defined: the gradient-based methods here, the DeepLift ones in
+:mod:`attrkit.layer_deeplift`, the ablation ones in :mod:`attrkit.layer_perturbation`
+(both re-exported here: ``from attrkit.layer import LayerDeepLift`` works), and
+:class:`~attrkit.LayerLRP` beside LRP in :mod:`attrkit.lrp`. What they share (layer
+checks, the delta in layer space, :class:`~attrkit._layer.LayerSpace`) is in
+:mod:`attrkit._layer`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _hooks as H
+from . import _plumbing as P
+from ._layer import LayerMethod, LayerSpace, layer_result
+from .backprop import GuidedBackprop
+from .base import GradientAttribution, LayerAttribution
+from .gradient import InputBaselineXGradient, IntegratedGradients, path_integral, path_steps
+from .layer_deeplift import LayerDeepLift, LayerDeepLiftShap
+from .layer_perturbation import LayerFeatureAblation, LayerFeaturePermutation
+from .noise_tunnel import NoiseTunnel
+
+__all__ = [
+    "LayerActivation", "LayerGradientXActivation", "LayerGradCam", "InternalInfluence", "LayerConductance",
+    "LayerIntegratedGradients", "LayerGradientShap", "GuidedGradCam",
+    "LayerDeepLift", "LayerDeepLiftShap", "LayerFeatureAblation", "LayerFeaturePermutation",
+]
+
+
+# --------------------------------------------------------------------------- activations and one-point gradients
+class LayerActivation(LayerMethod):
+    """The layer's activations themselves (no gradient).
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerActivation
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> LayerActivation(model, model.conv2).attribute(torch.rand(2, 1, 8, 8)).shape
+        torch.Size([2, 6, 3, 3])
+    """
+
+    _accepts_layer_list = True
+    _multiplies_by_inputs = True
+
+    def attribute(self, inputs, additional_forward_args=None, attribute_to_layer_input: bool = False):
+        xs, _ = P.as_tuple(inputs)
+        args = P.format_args(additional_forward_args)
+        return self._for_each_layer(
+            lambda layer: layer_result(H.layer_values(self.forward_func, layer, xs, args, attribute_to_layer_input)[0])
+        )
+
+
+class LayerGradientXActivation(LayerMethod):
+    r"""The layer's activation times the gradient of the target output with respect to it:
+    :math:`a \odot \partial F / \partial a` (the layer version of Input X Gradient).
+
+    Shrikumar et al. (2016), *Not Just a Black Box*, https://arxiv.org/abs/1605.01713
+
+    Args:
+        multiply_by_inputs: multiply by the activation; ``False`` gives the layer gradient alone.
+        memory_efficient: accepted for Captum compatibility (results do not change).
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerGradientXActivation
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> LayerGradientXActivation(model, model.fc).attribute(torch.rand(2, 1, 8, 8), target=1).shape
+        torch.Size([2, 3])
+    """
+
+    _accepts_layer_list = True
+
+    def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool = True,
+                 memory_efficient: bool = False):
+        super().__init__(forward_func, layer, device_ids)
+        self._multiplies_by_inputs = multiply_by_inputs
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False):
+        xs, _ = P.as_tuple(inputs)
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+
+        def one(layer):
+            grads, acts = H.layer_gradients(self.forward_func, layer, xs, target, args, attribute_to_layer_input)
+            return layer_result(tuple(g * a for g, a in zip(grads, acts)) if self.multiplies_by_inputs else grads)
+
+        return self._for_each_layer(one)
+
+
+class LayerGradCam(LayerMethod):
+    r"""Grad-CAM: the layer's channels weighted by their spatially averaged gradients,
+    :math:`\sum_c \bar{g}_c\, a_c` (summed over channels unless ``attr_dim_summation=False``,
+    passed through a ReLU with ``relu_attributions=True``). Layers without spatial
+    dimensions use the gradient as it is. Upsample the map to the input's size with
+    :meth:`LayerAttribution.interpolate`.
+
+    Selvaraju et al. (2017), *Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization*, https://arxiv.org/abs/1610.02391
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerGradCam, LayerAttribution
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> cam = LayerGradCam(model, model.conv2).attribute(torch.rand(2, 1, 8, 8), target=0, relu_attributions=True)
+        >>> cam.shape, LayerAttribution.interpolate(cam, (8, 8)).shape
+        (torch.Size([2, 1, 3, 3]), torch.Size([2, 1, 8, 8]))
+    """
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False,
+                  relu_attributions: bool = False, attr_dim_summation: bool = True):
+        xs, _ = P.as_tuple(inputs)
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        grads, acts = H.layer_gradients(self.forward_func, self.layer, xs, target, args, attribute_to_layer_input)
+
+        def cam(g: Tensor, a: Tensor) -> Tensor:
+            channel_weights = g.mean(dim=tuple(range(2, g.dim())), keepdim=True) if g.dim() > 2 else g
+            weighted = channel_weights * a
+            weighted = weighted.sum(dim=1, keepdim=True) if attr_dim_summation else weighted
+            return F.relu(weighted) if relu_attributions else weighted
+
+        return layer_result(tuple(cam(g, a) for g, a in zip(grads, acts)))
+
+
+# --------------------------------------------------------------------------- along the path
+def _path_arguments(inputs, baselines, target, additional_forward_args, n_steps):
+    xs, _ = P.as_tuple(inputs)
+    P.check_positive_int(n_steps, "n_steps")
+    return xs, P.format_baselines(baselines, xs), P.validate_target(target), P.format_args(additional_forward_args)
+
+
+class InternalInfluence(LayerMethod):
+    r"""Internal influence: the layer gradient integrated along the straight path from
+    the baseline to the input, :math:`\int_0^1 \partial F / \partial a\,(b + \alpha(x - b))\, d\alpha`.
+
+    Leino et al. (2018), *Influence-Directed Explanations for Deep Convolutional
+    Networks*, https://arxiv.org/abs/1802.03788
+
+    Example:
+        >>> import torch
+        >>> from attrkit import InternalInfluence
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> InternalInfluence(model, model.pool).attribute(torch.rand(2, 1, 8, 8), target=2, n_steps=10).shape
+        torch.Size([2, 4, 3, 3])
+    """
+
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
+                  method: str = "gausslegendre", internal_batch_size: int | None = None,
+                  attribute_to_layer_input: bool = False):
+        xs, bs, target, args = _path_arguments(inputs, baselines, target, additional_forward_args, n_steps)
+
+        def layer_grads(points, t, a):
+            return H.layer_gradients(self.forward_func, self.layer, points, t, a, attribute_to_layer_input)[0]
+
+        return layer_result(path_integral(layer_grads, xs, bs, method, n_steps, target, args, internal_batch_size))
+
+
+class LayerConductance(LayerMethod):
+    r"""Layer conductance: the gradient flow through each neuron of the layer,
+    :math:`\sum_k \partial F / \partial a\,(p_k)\, (a(p_{k+1}) - a(p_k))` over ``n_steps + 1``
+    points :math:`p_k` on the straight path from the baseline to the input (the chain
+    rule, with the change of the activation between steps in place of its derivative).
+    Summed over the layer, it adds up to :math:`F(x) - F(b)`; the convergence delta
+    measures the gap.
+
+    Dhamdhere, Sundararajan & Yan (2018), *How Important Is a Neuron?*,
+    https://arxiv.org/abs/1805.12233 ; Shrikumar, Su & Kundaje (2018),
+    *Computationally Efficient Measures of Internal Neuron Importance*,
+    https://arxiv.org/abs/1807.09946
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerConductance
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> attr, delta = LayerConductance(model, model.conv2).attribute(
+        ...     x, target=0, n_steps=100, return_convergence_delta=True)
+        >>> attr.shape
+        torch.Size([2, 6, 3, 3])
+        >>> gain = model(x)[:, 0] - model(torch.zeros_like(x))[:, 0]  # F(x) - F(baseline)
+        >>> torch.allclose(attr.sum((1, 2, 3)) - delta, gain, atol=1e-5)
+        True
+    """
+
+    _multiplies_by_inputs = True
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
+                  method: str = "gausslegendre", internal_batch_size: int | None = None,
+                  return_convergence_delta: bool = False, attribute_to_layer_input: bool = False):
+        xs, bs, target, args = _path_arguments(inputs, baselines, target, additional_forward_args, n_steps)
+        _, alphas = P.integration_rule(method, n_steps + 1)
+        n = P.batch_size_of(xs)
+
+        def grads_and_values(points, t, a):
+            grads, values = H.layer_gradients(self.forward_func, self.layer, points, t, a, attribute_to_layer_input)
+            return grads + values
+
+        total = previous = None
+        for steps, out in path_steps(grads_and_values, xs, bs, alphas, target, args, internal_batch_size):
+            rows = [o.reshape(len(steps), n, *o.shape[1:]) for o in out]
+            if previous is not None:  # the last step of the previous batch pairs with this batch's first
+                rows = [torch.cat([p, r]) for p, r in zip(previous, rows)]
+            half = len(rows) // 2
+            part = tuple((g[:-1] * (a[1:] - a[:-1])).sum(0) for g, a in zip(rows[:half], rows[half:]))
+            total = part if total is None else tuple(t + p for t, p in zip(total, part))
+            previous = [r[-1:] for r in rows]
+        if not return_convergence_delta:
+            return layer_result(total)
+        return layer_result(total), self.compute_convergence_delta(total, bs, xs, target, args)
+
+
+class LayerIntegratedGradients(LayerMethod):
+    r"""Integrated Gradients in the layer's space: the path runs from the layer's
+    activation at the baseline to its activation at the input, with the model's
+    own inputs held fixed. Attributions add up to :math:`F(x) - F(b)` when the
+    layer's output is all the model uses downstream. For text models, give the
+    embedding layer: the inputs stay integer token ids.
+
+    Several layers can be given as a list; a list of results comes back (each layer
+    is replaced along its own path, so none should depend only on another).
+
+    Sundararajan, Taly & Yan (2017), *Axiomatic Attribution for Deep Networks*,
+    https://arxiv.org/abs/1703.01365
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerIntegratedGradients
+        >>> from attrkit.testing import TinyTextModel
+        >>> model = TinyTextModel()
+        >>> tokens = torch.tensor([[3, 1, 4, 1, 5]])
+        >>> lig = LayerIntegratedGradients(model, model.embedding)
+        >>> attr, delta = lig.attribute(tokens, baselines=torch.zeros_like(tokens), target=1,
+        ...                             return_convergence_delta=True)
+        >>> attr.shape, bool(delta.abs().max() < 1e-4)
+        (torch.Size([1, 5, 6]), True)
+    """
+
+    _accepts_layer_list = True
+
+    def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool = True):
+        super().__init__(forward_func, layer, device_ids)
+        self._multiplies_by_inputs = multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
+                  method: str = "gausslegendre", internal_batch_size: int | None = None,
+                  return_convergence_delta: bool = False, attribute_to_layer_input: bool = False):
+        xs, bs, target, args = _path_arguments(inputs, baselines, target, additional_forward_args, n_steps)
+        space = LayerSpace(self.forward_func, self._layers(), xs, args, attribute_to_layer_input)
+        ig = IntegratedGradients(space.function, self.multiplies_by_inputs)
+        attrs = ig.attribute(space.inputs, space.values_at(bs), target=target,
+                             additional_forward_args=space.model_args, n_steps=n_steps, method=method,
+                             internal_batch_size=internal_batch_size)
+        result = space.split(attrs, several=isinstance(self.layer, list))
+        if not return_convergence_delta:
+            return result
+        return result, self.compute_convergence_delta(attrs, bs, xs, target, args)
+
+
+# --------------------------------------------------------------------------- expectations
+class _LayerInputBaselineXGradient(LayerMethod):
+    """The layer gradient at one random point between input and baseline, times the change
+    of the layer's activation from baseline to input: one sample of :class:`LayerGradientShap`."""
+
+    def __init__(self, forward_func: Callable, layer, multiply_by_inputs: bool = True):
+        super().__init__(forward_func, layer)
+        self._multiplies_by_inputs = multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(self, inputs, baselines, target=None, additional_forward_args=None,
+                  return_convergence_delta: bool = False, attribute_to_layer_input: bool = False):
+        xs, _ = P.as_tuple(inputs)
+        bs = P.format_baselines(baselines, xs)
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        at_random_point = InputBaselineXGradient(self.forward_func, multiply_by_inputs=False)
+        at_random_point.gradient_func = lambda f, points, t, a: H.layer_gradients(
+            f, self.layer, points, t, a, attribute_to_layer_input)[0]
+        attrs = at_random_point.attribute(xs, bs, target=target, additional_forward_args=args)
+        if self.multiplies_by_inputs:
+            at_x = H.layer_values(self.forward_func, self.layer, xs, args, attribute_to_layer_input)[0]
+            at_b = H.layer_values(self.forward_func, self.layer, bs, args, attribute_to_layer_input)[0]
+            attrs = tuple(g * (x - b) for g, x, b in zip(attrs, at_x, at_b))
+        if not return_convergence_delta:
+            return attrs
+        return attrs, self.compute_convergence_delta(attrs, bs, xs, target, args)
+
+
+class LayerGradientShap(LayerMethod):
+    r"""GradientSHAP at a layer: the expected layer gradient at random points between
+    (noisy) inputs and baselines drawn from a reference distribution, times the
+    change of the layer's activation from baseline to input.
+
+    Lundberg & Lee (2017), *A Unified Approach to Interpreting Model Predictions*,
+    https://arxiv.org/abs/1705.07874
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerGradientShap
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> gs = LayerGradientShap(model, model.conv1)
+        >>> gs.attribute(torch.rand(2, 1, 8, 8), baselines=torch.rand(5, 1, 8, 8), n_samples=10, target=0).shape
+        torch.Size([2, 4, 6, 6])
+    """
+
+    def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool = True):
+        super().__init__(forward_func, layer, device_ids)
+        self._multiplies_by_inputs = multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(self, inputs, baselines, n_samples: int = 5, stdevs=0.0, target=None,
+                  additional_forward_args=None, return_convergence_delta: bool = False,
+                  attribute_to_layer_input: bool = False):
+        xs, _ = P.as_tuple(inputs)
+        one_sample = _LayerInputBaselineXGradient(self.forward_func, self.layer, self.multiplies_by_inputs)
+        out = NoiseTunnel(one_sample).attribute(
+            xs, nt_type="smoothgrad", nt_samples=P.check_positive_int(n_samples, "n_samples"), stdevs=stdevs,
+            draw_baseline_from_distrib=True, baselines=P.baseline_distribution(baselines, xs), target=target,
+            additional_forward_args=additional_forward_args, return_convergence_delta=return_convergence_delta,
+            attribute_to_layer_input=attribute_to_layer_input,
+        )
+        if not return_convergence_delta:
+            return layer_result(out)
+        return layer_result(out[0]), out[1]
+
+
+# --------------------------------------------------------------------------- combined
+class GuidedGradCam(GradientAttribution):
+    r"""Guided Grad-CAM: guided backpropagation times the Grad-CAM map of ``layer``
+    (with its ReLU), upsampled to each input's spatial size. Grad-CAM says *where*
+    the class evidence is, guided backpropagation adds pixel-level detail. An input
+    whose size the map cannot be interpolated to gets an empty tensor and a warning
+    (as Captum).
+
+    Selvaraju et al. (2017), *Grad-CAM: Visual Explanations from Deep Networks via
+    Gradient-based Localization*, https://arxiv.org/abs/1610.02391
+
+    Example:
+        >>> import torch
+        >>> from attrkit import GuidedGradCam
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> GuidedGradCam(model, model.conv2).attribute(torch.rand(2, 1, 8, 8), target=1).shape
+        torch.Size([2, 1, 8, 8])
+    """
+
+    def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, device_ids=None):
+        super().__init__(model)
+        self.grad_cam = LayerGradCam(model, layer, device_ids)
+        self.guided_backprop = GuidedBackprop(model)
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, interpolate_mode: str = "nearest",
+                  attribute_to_layer_input: bool = False):
+        xs, is_tuple = P.as_tuple(inputs)
+        cam = self.grad_cam.attribute(xs, target, additional_forward_args, attribute_to_layer_input,
+                                      relu_attributions=True)
+        if isinstance(cam, tuple):
+            raise ValueError("GuidedGradCam needs a `layer` that produces one tensor; this one produces "
+                             f"{len(cam)}.")
+        guided = self.guided_backprop.attribute(xs, target, additional_forward_args)
+        return P.restore(tuple(_times_upsampled(g, cam, x, interpolate_mode) for g, x in zip(guided, xs)), is_tuple)
+
+
+def _times_upsampled(guided: Tensor, cam: Tensor, x: Tensor, mode: str) -> Tensor:
+    try:
+        return guided * LayerAttribution.interpolate(cam, tuple(x.shape[2:]), mode)
+    except (ValueError, RuntimeError):
+        warnings.warn(f"GuidedGradCam: the Grad-CAM map of shape {tuple(cam.shape)} cannot be interpolated to an "
+                      f"input of shape {tuple(x.shape)}; that input gets an empty attribution.", stacklevel=3)
+        return torch.empty(0, device=x.device)

@@ -1,0 +1,138 @@
+"""DeepLift at a layer: the multipliers of :mod:`attrkit.deeplift`, taken with respect to a
+layer's activations instead of the model's inputs.
+
+:func:`attrkit.deeplift.layer_multipliers` runs the model once on the inputs and the
+baselines stacked, with DeepLift's rules on its nonlinearities, and differentiates the
+target output with respect to the layer. The same pass gives the layer's values for the
+inputs, ``a(x)``, and for the baselines, ``a(b)``; the attribution of each neuron is its
+multiplier times ``a(x) - a(b)``. Nothing here knows a rule.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from . import _plumbing as P
+from ._layer import LayerMethod, flatten, layer_result
+from .deeplift import attributions_from_multipliers, layer_multipliers
+
+
+class LayerDeepLift(LayerMethod):
+    r"""DeepLIFT (Rescale rule) with respect to a layer: each neuron's multiplier times the
+    change of its activation, :math:`m_a \cdot (a(x) - a(b))`.
+
+    Summed over the layer, the attributions add up to :math:`F(x) - F(b)` when every
+    path from the inputs to the output runs through the layer (see
+    ``return_convergence_delta``) and the nonlinearities after the layer are modules with
+    a DeepLift rule (see :class:`~attrkit.DeepLift`). Reused and in-place modules (as in
+    torchvision's ResNets) work as they are. (A layer inside a residual block is bypassed by
+    the skip connection: its attributions explain only the part of the change that flows
+    through it, and the delta shows the rest.)
+
+    Agrees with Captum, except in two places where Captum's attributions stop adding up and
+    attrkit's do not: the input of a nonlinearity (``attribute_to_layer_input=True`` on a
+    ReLU or a max pooling layer), and paths where two nonlinearities with rules follow each
+    other directly (a ReLU feeding a max pooling layer).
+
+    Shrikumar, Greenside & Kundaje (2017), *Learning Important Features Through
+    Propagating Activation Differences*, https://arxiv.org/abs/1704.02685 ;
+    Ancona et al. (2018), *Towards better understanding of gradient-based attribution
+    methods for deep neural networks*, https://arxiv.org/abs/1711.06104
+
+    Args:
+        model: the ``nn.Module`` whose nonlinearities get DeepLift's rules.
+        layer: the module whose output (or input, ``attribute_to_layer_input=True``) is attributed to.
+        multiply_by_inputs: multiply the multipliers by ``a(x) - a(b)``; ``False`` returns the
+            multipliers themselves.
+        eps: an activation change below this counts as no change (the derivative is used there).
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerDeepLift
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN().eval()
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> attr, delta = LayerDeepLift(model, model.conv2).attribute(x, target=0, return_convergence_delta=True)
+        >>> attr.shape, bool(delta.abs().max() < 1e-5)
+        (torch.Size([2, 6, 3, 3]), True)
+    """
+
+    def __init__(self, model: nn.Module, layer: nn.Module, multiply_by_inputs: bool = True, eps: float = 1e-10):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"`model` must be a torch.nn.Module (DeepLift hooks its nonlinearities), got "
+                            f"{type(model).__name__}.")
+        super().__init__(model, layer)
+        self.model, self.eps = model, eps
+        self._multiplies_by_inputs = multiply_by_inputs
+
+    def has_convergence_delta(self) -> bool:
+        return True
+
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
+                  return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
+                  custom_attribution_func: Callable | None = None):
+        """Attribute the target output to the layer's neurons.
+
+        Args:
+            inputs, baselines, target, additional_forward_args: as in :meth:`attrkit.DeepLift.attribute`.
+            return_convergence_delta: also return, per example, the layer attributions' sum minus
+                ``F(x) - F(b)``.
+            attribute_to_layer_input: attribute to the layer's input instead of its output.
+            custom_attribution_func: replaces ``multipliers * (a(x) - a(b))``; called with
+                (multipliers), (multipliers, a(x)) or (multipliers, a(x), a(b)), tuples over the
+                layer's tensors, and returns a tuple.
+        """
+        xs, _ = P.as_tuple(inputs)
+        bs = P.format_baselines(baselines, xs)
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        mults, at_x, at_b = layer_multipliers(self.model, self.forward_func, self.layer, xs, bs, target, args,
+                                              self.eps, attribute_to_input=attribute_to_layer_input)
+        attrs = attributions_from_multipliers(mults, at_x, at_b, custom_attribution_func, self.multiplies_by_inputs)
+        if not return_convergence_delta:
+            return layer_result(attrs)
+        return layer_result(attrs), self.compute_convergence_delta(attrs, bs, xs, target, args)
+
+
+class LayerDeepLiftShap(LayerDeepLift):
+    r""":class:`LayerDeepLift` averaged over a distribution of baselines (an approximation of
+    SHAP values at the layer).
+
+    Every input is paired with every baseline, all pairs run as one batch, and the
+    attributions are averaged over the baselines. The convergence delta has one entry per
+    (input, baseline) pair, ordered by input first.
+
+    Lundberg & Lee (2017), *A Unified Approach to Interpreting Model Predictions*,
+    https://arxiv.org/abs/1705.07874
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerDeepLiftShap
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN().eval()
+        >>> attr, delta = LayerDeepLiftShap(model, model.pool).attribute(
+        ...     torch.rand(2, 1, 8, 8), baselines=torch.rand(5, 1, 8, 8), target=1, return_convergence_delta=True)
+        >>> attr.shape, delta.shape
+        (torch.Size([2, 4, 3, 3]), torch.Size([10]))
+    """
+
+    def __init__(self, model: nn.Module, layer: nn.Module, multiply_by_inputs: bool = True):
+        super().__init__(model, layer, multiply_by_inputs)
+
+    def attribute(self, inputs, baselines, target=None, additional_forward_args=None,
+                  return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
+                  custom_attribution_func: Callable | None = None):
+        """As :meth:`LayerDeepLift.attribute`, with ``baselines`` a tensor of reference examples
+        ``(n_baselines, *example_shape)`` (a tuple of them for tuple inputs, or a callable returning that)."""
+        xs, _ = P.as_tuple(inputs)
+        distribution = P.baseline_distribution(baselines, xs)
+        n, m = P.batch_size_of(xs), distribution[0].shape[0]
+        out = super().attribute(
+            P.expand(xs, m, "interleave"), P.expand(distribution, n, "repeat"),
+            P.expand_target(P.validate_target(target), m, "interleave"),
+            P.expand_args(P.format_args(additional_forward_args), m, "interleave"),
+            return_convergence_delta, attribute_to_layer_input, custom_attribution_func,
+        )
+        attrs, delta = out if return_convergence_delta else (out, None)
+        means = layer_result(tuple(a.reshape(n, m, *a.shape[1:]).mean(1) for a in flatten(attrs)))
+        return (means, delta) if return_convergence_delta else means

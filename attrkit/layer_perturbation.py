@@ -1,0 +1,104 @@
+"""Ablation at a layer: :class:`~attrkit.FeatureAblation` and :class:`~attrkit.FeaturePermutation`
+applied to a layer's activations.
+
+:class:`attrkit._layer.LayerSpace` turns the model into a function of the layer's
+activations (the model's own inputs ride along as additional arguments); the primary
+method perturbs those activations exactly as it perturbs inputs, in batches, with the
+same ``feature_mask`` (here ``layer_mask``) and baselines (here ``layer_baselines``).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from . import _plumbing as P
+from ._layer import LayerBase, LayerSpace
+from .base import PerturbationAttribution
+from .perturbation import FeatureAblation, FeaturePermutation
+
+
+def _on_layer(attribution: LayerBase, inputs, additional_forward_args, attribute_to_layer_input: bool,
+              run: Callable[[LayerSpace], tuple]):
+    """``run(space)`` applies a primary method to the layer's activations; its result, cut to the layer."""
+    xs, _ = P.as_tuple(inputs)
+    args = P.format_args(additional_forward_args)
+    space = LayerSpace(attribution.forward_func, [attribution.layer], xs, args, attribute_to_layer_input)
+    return space.split(run(space), several=False)
+
+
+def _layer_mask(layer_mask, space: LayerSpace):
+    """``layer_mask`` checked against the layer's activations (so that errors name it)."""
+    return None if layer_mask is None else P.format_feature_mask(layer_mask, space.inputs, "layer_mask")
+
+
+class LayerFeatureAblation(LayerBase, PerturbationAttribution):
+    r"""Feature ablation of a layer's neurons: :math:`F(x) - F(x \text{ with neuron } j \text{ of the
+    layer set to its baseline})`, the rest of the model run as usual.
+
+    By default every neuron is ablated on its own; ``layer_mask`` groups them (same integer
+    = ablated together; e.g. a ``(1, C, 1, 1)`` mask of channel numbers ablates whole
+    channels), and every neuron of a group gets the group's value.
+
+    Zeiler & Fergus (2014), *Visualizing and Understanding Convolutional Networks*,
+    https://arxiv.org/abs/1311.2901
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerFeatureAblation
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> channels = torch.arange(6).reshape(1, 6, 1, 1)  # one feature per channel of conv2
+        >>> attr = LayerFeatureAblation(model, model.conv2).attribute(torch.rand(2, 1, 8, 8), target=0,
+        ...                                                          layer_mask=channels)
+        >>> attr.shape, bool((attr[:, :, 0, 0, None, None] == attr).all())  # one value per channel
+        (torch.Size([2, 6, 3, 3]), True)
+    """
+
+    def attribute(self, inputs, layer_baselines=None, target=None, additional_forward_args=None,
+                  layer_mask=None, attribute_to_layer_input: bool = False,
+                  perturbations_per_eval: int | None = None):
+        """Attribute by ablating each neuron (group) of the layer in turn.
+
+        Args:
+            inputs, target, additional_forward_args: as in :meth:`attrkit.FeatureAblation.attribute`.
+            layer_baselines: the replacement values of the layer's neurons: None (zeros), a number, or
+                a tensor broadcastable to the layer's output (a tuple of those for a layer returning several).
+            layer_mask: integer tensor(s) broadcastable to the layer's output; equal ids are ablated together.
+            attribute_to_layer_input: ablate the layer's input instead of its output.
+            perturbations_per_eval: perturbations per forward pass; None sizes it from the memory budget.
+        """
+        def ablate(space: LayerSpace) -> tuple:
+            return FeatureAblation(space.function).attribute(
+                space.inputs, P.format_baselines(layer_baselines, space.inputs, "layer_baselines"), target,
+                space.model_args, _layer_mask(layer_mask, space), perturbations_per_eval)
+
+        return _on_layer(self, inputs, additional_forward_args, attribute_to_layer_input, ablate)
+
+
+class LayerFeaturePermutation(LayerBase, PerturbationAttribution):
+    r"""Permutation importance of a layer's neurons: :math:`F(x) - F(x \text{ with neuron } j \text{ of
+    the layer shuffled across the batch})`. ``layer_mask`` groups neurons as in
+    :class:`LayerFeatureAblation`; the batch needs at least two examples. ``target`` selects
+    the output to explain, as in :class:`~attrkit.FeaturePermutation` (Captum 0.9 applies it
+    twice and fails for any target, so there only models with one output per example work).
+
+    Fisher, Rudin & Dominici (2019), *All Models are Wrong, but Many are Useful*,
+    https://arxiv.org/abs/1801.01489
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerFeaturePermutation
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> LayerFeaturePermutation(model, model.fc).attribute(torch.rand(8, 1, 8, 8), target=1).shape
+        torch.Size([8, 3])
+    """
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, layer_mask=None,
+                  perturbations_per_eval: int | None = None):
+        """Attribute by shuffling each neuron (group) of the layer across the batch; arguments as in
+        :meth:`LayerFeatureAblation.attribute`."""
+        def permute(space: LayerSpace) -> tuple:
+            return FeaturePermutation(space.function).attribute(
+                space.inputs, target, space.model_args, _layer_mask(layer_mask, space), perturbations_per_eval)
+
+        return _on_layer(self, inputs, additional_forward_args, False, permute)

@@ -1,0 +1,357 @@
+"""Neuron methods: the primary estimators, aimed at one neuron instead of the model's output.
+
+A neuron method explains a neuron of ``layer`` (its output, or its input with
+``attribute_to_neuron_input=True``) in terms of the model's inputs. The neuron is
+named by ``neuron_selector``, exactly as in Captum:
+
+* an int — the neuron at that index of a layer with one dimension after the batch;
+* a tuple of ints — one index per dimension (batch excluded); slices select several
+  neurons, whose activations are summed (a shorter tuple is allowed with slices);
+* a callable — takes the layer's output (the tuple of its tensors when there are
+  several) and returns one number per example.
+
+:func:`attrkit._hooks.neuron_objective` turns the model into a function returning
+that neuron's activation, and the primary method runs on it unchanged:
+:class:`NeuronGradient` is :class:`~attrkit.Saliency` (signed),
+:class:`NeuronIntegratedGradients` is :class:`~attrkit.IntegratedGradients` and
+:class:`NeuronGradientShap` is :class:`~attrkit.GradientShap`,
+:class:`NeuronDeepLift` is :class:`~attrkit.DeepLift` (its rules still sit on the
+model's nonlinearities), :class:`NeuronDeepLiftShap` is :class:`~attrkit.DeepLiftShap`,
+:class:`NeuronGuidedBackprop` and :class:`NeuronDeconvolution` are
+:class:`~attrkit.GuidedBackprop` and :class:`~attrkit.Deconvolution`, and
+:class:`NeuronFeatureAblation` is :class:`~attrkit.FeatureAblation` of the neuron.
+:class:`NeuronConductance` is the one path integral of a different gradient.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import _hooks as H
+from . import _plumbing as P
+from .backprop import Deconvolution, GuidedBackprop
+from .base import GradientAttribution, NeuronAttribution, PerturbationAttribution
+from .deeplift import DeepLift, DeepLiftShap
+from .gradient import GradientShap, IntegratedGradients, Saliency, path_integral
+from .perturbation import FeatureAblation
+
+
+class _AimedAtNeuron(NeuronAttribution):
+    """Shared by the neuron methods: build a primary method whose objective is the neuron."""
+
+    def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool = True):
+        NeuronAttribution.__init__(self, forward_func, layer, device_ids)
+        self._multiplies_by_inputs = multiply_by_inputs
+
+    def _aimed(self, method_cls, neuron_selector, attribute_to_neuron_input: bool, **init):
+        """``method_cls`` applied to the neuron's activation instead of the model's output.
+
+        The objective is an ``nn.Module`` holding the model, so methods that hook the
+        model's modules (DeepLift, guided backpropagation) find them as usual.
+        """
+        objective = H.neuron_objective(self.forward_func, self.layer, neuron_selector, attribute_to_neuron_input)
+        return method_cls(objective, **init)
+
+
+class _NeuronMethod(_AimedAtNeuron, GradientAttribution):
+    """A gradient-based neuron method."""
+
+
+def _module(model, cls_name: str) -> torch.nn.Module:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module for {cls_name} (its modules are hooked), got "
+                        f"{type(model).__name__}.")
+    return model
+
+
+class NeuronGradient(_NeuronMethod):
+    r"""The gradient of one neuron's activation with respect to the inputs.
+
+    Simonyan, Vedaldi & Zisserman (2013), *Deep Inside Convolutional Networks*,
+    https://arxiv.org/abs/1312.6034 (the gradient, here of a hidden neuron)
+
+    Example:
+        >>> import torch
+        >>> from attrkit import NeuronGradient
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> NeuronGradient(model, model.conv2).attribute(torch.rand(2, 1, 8, 8), neuron_selector=(1, 0, 2)).shape
+        torch.Size([2, 1, 8, 8])
+    """
+
+    def __init__(self, forward_func: Callable, layer, device_ids=None):
+        super().__init__(forward_func, layer, device_ids, multiply_by_inputs=False)
+
+    def attribute(self, inputs, neuron_selector, additional_forward_args=None, attribute_to_neuron_input: bool = False):
+        saliency = self._aimed(Saliency, neuron_selector, attribute_to_neuron_input)
+        return saliency.attribute(inputs, abs=False, additional_forward_args=additional_forward_args)
+
+
+class NeuronIntegratedGradients(_NeuronMethod):
+    r"""Integrated Gradients of one neuron's activation:
+    :math:`(x - b) \odot \int_0^1 \partial n(b + \alpha(x - b)) / \partial x\, d\alpha`.
+
+    Sundararajan, Taly & Yan (2017), *Axiomatic Attribution for Deep Networks*,
+    https://arxiv.org/abs/1703.01365
+
+    Example:
+        >>> import torch
+        >>> from attrkit import NeuronIntegratedGradients
+        >>> from attrkit.testing import ToyModel
+        >>> model = ToyModel()
+        >>> nig = NeuronIntegratedGradients(model, model.lin1)
+        >>> attr = nig.attribute(torch.tensor([[1.0, 2.0, 3.0]]), neuron_selector=2)
+        >>> [round(v, 4) for v in attr[0].tolist()]  # lin1 is linear: (x - 0) * its weights (2, 3, 4)
+        [2.0, 6.0, 12.0]
+    """
+
+    def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None, n_steps: int = 50,
+                  method: str = "gausslegendre", internal_batch_size: int | None = None,
+                  attribute_to_neuron_input: bool = False):
+        ig = self._aimed(IntegratedGradients, neuron_selector, attribute_to_neuron_input,
+                         multiply_by_inputs=self.multiplies_by_inputs)
+        return ig.attribute(inputs, baselines, additional_forward_args=additional_forward_args, n_steps=n_steps,
+                            method=method, internal_batch_size=internal_batch_size)
+
+
+class NeuronGradientShap(_NeuronMethod):
+    r"""GradientSHAP of one neuron's activation: expected gradients of the neuron at random
+    points between (noisy) inputs and baselines drawn from a reference distribution,
+    times ``inputs - baselines``.
+
+    Lundberg & Lee (2017), *A Unified Approach to Interpreting Model Predictions*,
+    https://arxiv.org/abs/1705.07874
+
+    Example:
+        >>> import torch
+        >>> from attrkit import NeuronGradientShap
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> gs = NeuronGradientShap(model, model.fc)
+        >>> gs.attribute(torch.rand(2, 1, 8, 8), neuron_selector=1, baselines=torch.zeros(3, 1, 8, 8)).shape
+        torch.Size([2, 1, 8, 8])
+    """
+
+    def attribute(self, inputs, neuron_selector, baselines, n_samples: int = 5, stdevs=0.0,
+                  additional_forward_args=None, attribute_to_neuron_input: bool = False):
+        gs = self._aimed(GradientShap, neuron_selector, attribute_to_neuron_input,
+                         multiply_by_inputs=self.multiplies_by_inputs)
+        return gs.attribute(inputs, baselines, n_samples=n_samples, stdevs=stdevs,
+                            additional_forward_args=additional_forward_args)
+
+
+class NeuronDeepLift(_NeuronMethod):
+    r"""DeepLIFT (Rescale rule) of one neuron's activation: multipliers of the neuron with
+    respect to the inputs, times ``inputs - baselines``. The attributions add up to the
+    neuron's change :math:`n(x) - n(b)` under the conditions :class:`~attrkit.DeepLift`
+    states for the model's output.
+
+    Agrees with Captum except where two nonlinearities with DeepLift rules follow each
+    other directly on the path to the neuron (a ReLU feeding a max pooling layer, as in
+    :class:`~attrkit.testing.SmallCNN`): Captum's rules interfere there and its
+    attributions no longer add up to the neuron's change; attrkit's still do (the same
+    difference as for :class:`~attrkit.DeepLift`).
+
+    Shrikumar, Greenside & Kundaje (2017), *Learning Important Features Through
+    Propagating Activation Differences*, https://arxiv.org/abs/1704.02685
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerActivation, NeuronDeepLift
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN().eval()
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> attr = NeuronDeepLift(model, model.conv2).attribute(x, neuron_selector=(3, 1, 1))
+        >>> conv2 = LayerActivation(model, model.conv2)
+        >>> change = conv2.attribute(x)[:, 3, 1, 1] - conv2.attribute(torch.zeros_like(x))[:, 3, 1, 1]
+        >>> torch.allclose(attr.sum((1, 2, 3)), change, atol=1e-5)  # baseline: zeros
+        True
+    """
+
+    def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, multiply_by_inputs: bool = True,
+                 eps: float = 1e-10):
+        super().__init__(_module(model, type(self).__name__), layer, multiply_by_inputs=multiply_by_inputs)
+        self.eps = eps
+
+    def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None,
+                  attribute_to_neuron_input: bool = False, custom_attribution_func: Callable | None = None):
+        dl = self._aimed(DeepLift, neuron_selector, attribute_to_neuron_input,
+                         multiply_by_inputs=self.multiplies_by_inputs, eps=self.eps)
+        return dl.attribute(inputs, baselines, additional_forward_args=additional_forward_args,
+                            custom_attribution_func=custom_attribution_func)
+
+
+class NeuronDeepLiftShap(_NeuronMethod):
+    r""":class:`NeuronDeepLift` averaged over a distribution of baselines (every input paired
+    with every baseline), an approximation of the SHAP values of one neuron.
+
+    Lundberg & Lee (2017), *A Unified Approach to Interpreting Model Predictions*,
+    https://arxiv.org/abs/1705.07874
+
+    Example:
+        >>> import torch
+        >>> from attrkit import NeuronDeepLiftShap
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN().eval()
+        >>> dls = NeuronDeepLiftShap(model, model.fc)
+        >>> dls.attribute(torch.rand(2, 1, 8, 8), neuron_selector=1, baselines=torch.rand(4, 1, 8, 8)).shape
+        torch.Size([2, 1, 8, 8])
+    """
+
+    def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, multiply_by_inputs: bool = True):
+        super().__init__(_module(model, type(self).__name__), layer, multiply_by_inputs=multiply_by_inputs)
+
+    def attribute(self, inputs, neuron_selector, baselines, additional_forward_args=None,
+                  attribute_to_neuron_input: bool = False, custom_attribution_func: Callable | None = None):
+        dls = self._aimed(DeepLiftShap, neuron_selector, attribute_to_neuron_input,
+                          multiply_by_inputs=self.multiplies_by_inputs)
+        return dls.attribute(inputs, baselines, additional_forward_args=additional_forward_args,
+                             custom_attribution_func=custom_attribution_func)
+
+
+class _NeuronReluOverride(_NeuronMethod):
+    """A neuron method from a primary method that overrides the ReLUs' backward pass (``_method``)."""
+
+    _method: type
+
+    def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, device_ids=None):
+        super().__init__(_module(model, type(self).__name__), layer, device_ids, multiply_by_inputs=False)
+
+    def attribute(self, inputs, neuron_selector, additional_forward_args=None, attribute_to_neuron_input: bool = False):
+        method = self._aimed(self._method, neuron_selector, attribute_to_neuron_input)
+        return method.attribute(inputs, additional_forward_args=additional_forward_args)
+
+
+class NeuronGuidedBackprop(_NeuronReluOverride):
+    r"""Guided backpropagation of one neuron's activation: its gradient with only positive
+    gradients passed back through the ReLUs.
+
+    Springenberg et al. (2015), *Striving for Simplicity: The All Convolutional Net*,
+    https://arxiv.org/abs/1412.6806
+
+    Example:
+        >>> import torch
+        >>> from attrkit import NeuronGuidedBackprop
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> NeuronGuidedBackprop(model, model.conv2).attribute(torch.rand(2, 1, 8, 8), (1, 0, 2)).shape
+        torch.Size([2, 1, 8, 8])
+    """
+
+    _method = GuidedBackprop
+
+
+class NeuronDeconvolution(_NeuronReluOverride):
+    r"""Deconvolution of one neuron's activation: its gradient with the ReLU of the incoming
+    gradient passed back through every ReLU.
+
+    Zeiler & Fergus (2014), *Visualizing and Understanding Convolutional Networks*,
+    https://arxiv.org/abs/1311.2901
+
+    Example:
+        >>> import torch
+        >>> from attrkit import NeuronDeconvolution
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> NeuronDeconvolution(model, model.fc).attribute(torch.rand(2, 1, 8, 8), neuron_selector=0).shape
+        torch.Size([2, 1, 8, 8])
+    """
+
+    _method = Deconvolution
+
+
+class NeuronFeatureAblation(_AimedAtNeuron, PerturbationAttribution):
+    r"""Feature ablation of one neuron's activation: how much the neuron changes when an input
+    feature (or a group of them, ``feature_mask``) is replaced by its baseline,
+    :math:`n(x) - n(x 	ext{ with feature } i 	ext{ ablated})`.
+
+    Zeiler & Fergus (2014), *Visualizing and Understanding Convolutional Networks*,
+    https://arxiv.org/abs/1311.2901
+
+    Example:
+        >>> import torch
+        >>> from attrkit import NeuronFeatureAblation
+        >>> from attrkit.testing import ToyModel
+        >>> model = ToyModel()
+        >>> attr = NeuronFeatureAblation(model, model.lin1).attribute(torch.tensor([[1.0, 2.0, 3.0]]), 2)
+        >>> attr.tolist()  # lin1 is linear: each input times its weight (2, 3, 4)
+        [[2.0, 6.0, 12.0]]
+    """
+
+    def __init__(self, forward_func: Callable, layer: torch.nn.Module, device_ids=None):
+        super().__init__(forward_func, layer, device_ids)
+
+    def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None, feature_mask=None,
+                  attribute_to_neuron_input: bool = False, perturbations_per_eval: int | None = None):
+        """Arguments as in :meth:`attrkit.FeatureAblation.attribute`, with the neuron (``neuron_selector``)
+        in place of ``target``; ``perturbations_per_eval=None`` sizes the batches from the memory budget."""
+        ablation = self._aimed(FeatureAblation, neuron_selector, attribute_to_neuron_input)
+        return ablation.attribute(inputs, baselines, additional_forward_args=additional_forward_args,
+                                  feature_mask=feature_mask, perturbations_per_eval=perturbations_per_eval)
+
+
+class NeuronConductance(_NeuronMethod):
+    r"""Neuron conductance: how much of the target output's change flows through one
+    neuron, attributed to the inputs,
+    :math:`(x_i - b_i) \int_0^1 \frac{\partial F}{\partial n} \frac{\partial n}{\partial x_i}\, d\alpha`
+    along the straight path from the baseline to the input (trapezoid rule by
+    default, as Captum). Summed over the inputs it is the neuron's layer conductance.
+
+    Dhamdhere, Sundararajan & Yan (2018), *How Important Is a Neuron?*,
+    https://arxiv.org/abs/1805.12233
+
+    Example:
+        >>> import torch
+        >>> from attrkit import NeuronConductance
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> nc = NeuronConductance(model, model.conv2)
+        >>> nc.attribute(torch.rand(2, 1, 8, 8), neuron_selector=(0, 1, 1), target=2, n_steps=20).shape
+        torch.Size([2, 1, 8, 8])
+    """
+
+    def attribute(self, inputs, neuron_selector, baselines=None, target=None, additional_forward_args=None,
+                  n_steps: int = 50, method: str = "riemann_trapezoid", internal_batch_size: int | None = None,
+                  attribute_to_neuron_input: bool = False):
+        xs, is_tuple = P.as_tuple(inputs)
+        bs = P.format_baselines(baselines, xs)
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+
+        def grad_fn(points, t, a):
+            return _gradients_through_neuron(self.forward_func, self.layer, neuron_selector,
+                                             attribute_to_neuron_input, points, t, a)
+
+        grads = path_integral(grad_fn, xs, bs, method, n_steps, target, args, internal_batch_size)
+        attrs = tuple(g * (x - b) for g, x, b in zip(grads, xs, bs)) if self.multiplies_by_inputs else grads
+        return P.restore(attrs, is_tuple)
+
+
+def _gradients_through_neuron(forward_func, layer, neuron_selector, attribute_to_input, inputs, target, args):
+    r""":math:`\partial F / \partial n \cdot \partial n / \partial x` at ``inputs``, in one forward pass.
+
+    As in Captum, :math:`\partial F / \partial n` is ``neuron_selector`` applied to the
+    gradient of the output with respect to the layer.
+    """
+    leaves = tuple(x.detach().requires_grad_() for x in inputs)
+    n = P.batch_size_of(leaves)
+    with torch.enable_grad(), H.capture(layer, attribute_to_input, require_grad=True) as record:
+        output = P.per_example(P.run_forward(forward_func, leaves, target, args), n)
+        values = record.single()
+        neuron = P.per_example(H.select_neuron(_one_or_all(values), neuron_selector), n, "neuron_selector")
+        wrt = [v for v in values if v.requires_grad]
+        found = iter(torch.autograd.grad(output.sum(), wrt, retain_graph=True, allow_unused=True) if wrt else ())
+        through_layer = tuple(_or_zeros(next(found), v) if v.requires_grad else torch.zeros_like(v) for v in values)
+        output_per_neuron = H.select_neuron(_one_or_all(through_layer), neuron_selector).reshape(n)
+        neuron_per_input = torch.autograd.grad(neuron.sum(), leaves, allow_unused=True)
+    return tuple(_or_zeros(g, x) * output_per_neuron.reshape(-1, *([1] * (x.dim() - 1)))
+                 for x, g in zip(leaves, neuron_per_input))
+
+
+def _or_zeros(gradient, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if gradient is None else gradient
+
+
+def _one_or_all(values: tuple[Tensor, ...]):
+    return values if len(values) > 1 else values[0]

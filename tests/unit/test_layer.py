@@ -1,0 +1,303 @@
+"""Layer methods: axioms, what Captum also does (several layers, frozen models), and bad input by name."""
+import doctest
+
+import pytest
+import torch
+from torch import nn
+
+import attrkit
+import attrkit.layer
+import attrkit.layer_deeplift
+import attrkit.layer_perturbation
+from attrkit import (FeatureAblation, GuidedGradCam, InternalInfluence, LayerActivation, LayerConductance,
+                     LayerDeepLift, LayerDeepLiftShap, LayerFeatureAblation, LayerFeaturePermutation, LayerGradCam,
+                     LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients)
+from attrkit.testing import BranchCNN, ResidualCNN, SmallCNN, TinyTextModel
+from cases_layer import DeepLiftCNN
+
+captum_attr = pytest.importorskip("captum.attr")
+
+GRADIENT_LAYER_METHODS = [LayerGradientXActivation, LayerConductance, InternalInfluence, LayerGradCam,
+                          LayerIntegratedGradients]
+OTHER_LAYER_METHODS = [LayerDeepLift, LayerDeepLiftShap, LayerFeatureAblation, LayerFeaturePermutation]
+
+
+def _img(n=3, seed=0):
+    return torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def _output_gain(model, x, baseline, target):
+    with torch.no_grad():
+        return model(x)[:, target] - model(baseline)[:, target]
+
+
+@pytest.mark.parametrize("module", [attrkit.layer, attrkit.layer_deeplift, attrkit.layer_perturbation])
+def test_docstring_examples_run(module):
+    assert doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
+
+
+def test_every_layer_method_is_importable_from_attrkit_layer():
+    for name in attrkit.layer.__all__:
+        assert getattr(attrkit.layer, name) is getattr(attrkit, name)
+    assert {"LayerDeepLift", "LayerDeepLiftShap", "LayerFeatureAblation", "LayerFeaturePermutation"} <= set(
+        attrkit.layer.__all__)
+
+
+# --------------------------------------------------------------------------- axioms
+@pytest.mark.parametrize("model_cls, layer", [(SmallCNN, "conv2"), (SmallCNN, "pool"), (BranchCNN, "split")])
+def test_layer_conductance_sums_to_output_difference_within_its_delta(model_cls, layer):
+    model = model_cls()
+    x, baseline = _img(), 0.2 * _img(seed=1)
+    attr, delta = LayerConductance(model, getattr(model, layer)).attribute(
+        x, baseline, target=1, n_steps=300, return_convergence_delta=True)
+    layer_sum = sum(a.flatten(1).sum(1) for a in (attr if isinstance(attr, tuple) else (attr,)))
+    gain = _output_gain(model, x, baseline, 1)
+    torch.testing.assert_close(layer_sum - gain, delta, rtol=0, atol=1e-5)  # the delta is the completeness gap
+    assert delta.abs().max() <= 0.02 * gain.abs().max()  # ... and the gap is small
+
+
+def test_layer_integrated_gradients_on_embedding_sums_to_output_difference():
+    model = TinyTextModel()
+    tokens = torch.tensor([[3, 1, 4, 1, 5, 9, 2], [6, 5, 3, 5, 8, 9, 7]])
+    pad = torch.zeros_like(tokens)
+    attr, delta = LayerIntegratedGradients(model, model.embedding).attribute(
+        tokens, pad, target=0, return_convergence_delta=True)
+    assert attr.shape == (2, 7, 6)
+    torch.testing.assert_close(attr.sum((1, 2)), _output_gain(model, tokens, pad, 0), rtol=1e-4, atol=1e-5)
+    assert delta.abs().max() < 1e-4
+    assert tokens.dtype == torch.long and not tokens.requires_grad
+
+
+def test_grad_cam_of_a_class_with_zero_gradient_is_zero():
+    model = SmallCNN()
+    with torch.no_grad():
+        model.fc.weight[2].zero_()  # class 2 no longer depends on the features
+    cam = LayerGradCam(model, model.conv2)
+    for kwargs in ({}, {"relu_attributions": True}, {"attr_dim_summation": False}):
+        assert torch.equal(cam.attribute(_img(), target=2, **kwargs), torch.zeros_like(cam.attribute(
+            _img(), target=2, **kwargs)))
+    assert cam.attribute(_img(), target=0).abs().sum() > 0
+
+
+def test_internal_influence_of_a_linear_layer_is_its_gradient():
+    model = SmallCNN()  # the fc layer's output is the model's output: d out_t / d fc_t = 1
+    attr = InternalInfluence(model, model.fc).attribute(_img(), target=1, n_steps=5)
+    torch.testing.assert_close(attr, torch.tensor([0.0, 1.0, 0.0]).expand(3, 3))
+
+
+def test_layer_gradient_x_activation_on_the_last_layer_is_the_selected_output():
+    model = SmallCNN()
+    x = _img()
+    attr = LayerGradientXActivation(model, model.fc).attribute(x, target=2)
+    with torch.no_grad():
+        torch.testing.assert_close(attr.sum(1), model(x)[:, 2])
+
+
+def test_guided_grad_cam_is_guided_backprop_times_upsampled_cam():
+    model = SmallCNN()
+    x = _img()
+    cam = LayerGradCam(model, model.conv2).attribute(x, target=1, relu_attributions=True)
+    guided = captum_attr.GuidedBackprop(model).attribute(x, target=1)
+    expected = guided * nn.functional.interpolate(cam, size=(8, 8), mode="nearest")
+    torch.testing.assert_close(GuidedGradCam(model, model.conv2).attribute(x, target=1), expected)
+
+
+@pytest.mark.parametrize("layer, to_input", [("conv1", False), ("maxpool", False), ("maxpool", True),
+                                             ("block_conv1", True)])
+def test_layer_deeplift_is_complete_through_a_shared_inplace_relu(layer, to_input):
+    """ResidualCNN calls one ReLU(inplace=True) three times, as torchvision's ResNets do. At every layer that all
+    paths cross, the attributions add up to F(x) - F(b); they equal those of the same net with one ReLU per call."""
+    shared, separate = ResidualCNN().eval(), ResidualCNN(shared_relu=False).eval()
+    x, baseline = torch.rand(2, 3, 16, 16), 0.3 * torch.rand(2, 3, 16, 16)
+    attr, delta = LayerDeepLift(shared, getattr(shared, layer)).attribute(
+        x, baseline, target=1, return_convergence_delta=True, attribute_to_layer_input=to_input)
+    assert delta.abs().max() < 1e-4 * _output_gain(shared, x, baseline, 1).abs().max()
+    expected = LayerDeepLift(separate, getattr(separate, layer)).attribute(
+        x, baseline, target=1, attribute_to_layer_input=to_input)
+    torch.testing.assert_close(attr, expected)
+    assert shared.relu.inplace is True
+
+
+def test_layer_deeplift_inside_a_residual_block_leaves_the_skip_path_to_the_delta():
+    model = ResidualCNN().eval()
+    x, baseline = torch.rand(2, 3, 16, 16), torch.zeros(2, 3, 16, 16)
+    attr, delta = LayerDeepLift(model, model.block_conv2).attribute(x, baseline, 0, return_convergence_delta=True)
+    torch.testing.assert_close(attr.flatten(1).sum(1) - delta, _output_gain(model, x, baseline, 0))
+
+
+@pytest.mark.parametrize("layer", ["relu1", "pool"])
+def test_layer_deeplift_at_a_nonlinearitys_input_is_complete_where_captums_is_not(layer):
+    model, x, baseline = DeepLiftCNN(), _img(), 0.2 * _img(seed=1)
+    _, delta = LayerDeepLift(model, getattr(model, layer)).attribute(
+        x, baseline, target=1, attribute_to_layer_input=True, return_convergence_delta=True)
+    assert delta.abs().max() < 1e-5
+    _, captum_delta = captum_attr.LayerDeepLift(model, getattr(model, layer)).attribute(
+        x, baseline, target=1, attribute_to_layer_input=True, return_convergence_delta=True)
+    assert captum_delta.abs().max() > 0.01  # the documented difference
+
+
+def test_layer_deeplift_shap_is_the_mean_of_layer_deeplift_over_the_baselines():
+    model, x, distribution = BranchCNN(), _img(2), _img(3, seed=1)
+    attr, delta = LayerDeepLiftShap(model, model.split).attribute(
+        x, distribution, target=2, return_convergence_delta=True)
+    per_baseline = [LayerDeepLift(model, model.split).attribute(x, b.expand_as(x), target=2) for b in distribution]
+    for i, part in enumerate(attr):
+        torch.testing.assert_close(part, torch.stack([p[i] for p in per_baseline]).mean(0))
+    assert delta.shape == (6,) and delta.abs().max() < 1e-5
+
+
+def test_layer_feature_ablation_of_the_output_layer_is_the_selected_output():
+    model, x = SmallCNN(), _img()
+    attr = LayerFeatureAblation(model, model.fc).attribute(x, target=[2, 0, 1])  # neuron j set to 0
+    expected = torch.zeros(3, 3)
+    with torch.no_grad():
+        expected[range(3), [2, 0, 1]] = model(x)[range(3), [2, 0, 1]]
+    torch.testing.assert_close(attr, expected)
+
+
+def test_layer_feature_ablation_at_the_first_layers_input_is_feature_ablation():
+    model, x = SmallCNN(), _img()
+    ours = LayerFeatureAblation(model, model.conv1).attribute(x, 0.5, target=1, attribute_to_layer_input=True)
+    torch.testing.assert_close(ours, FeatureAblation(model).attribute(x, 0.5, target=1))
+
+
+def test_layer_feature_permutation_applies_the_target_once():
+    """(Captum 0.9 applies `target` twice in LayerFeaturePermutation, and fails for any target.)"""
+    model, x = SmallCNN(), _img(6)
+
+    class Column(nn.Module):  # the same network, returning only output 1
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, inputs):
+            return self.net(inputs)[:, 1]
+
+    torch.manual_seed(0)
+    ours = LayerFeaturePermutation(model, model.conv2).attribute(x, target=1)
+    torch.manual_seed(0)
+    column = LayerFeaturePermutation(Column(), model.conv2).attribute(x)
+    torch.testing.assert_close(ours, column)
+
+
+# --------------------------------------------------------------------------- as Captum
+def test_several_layers_give_a_list_as_captum():
+    model = BranchCNN()
+    layers = [model.conv_a, model.conv_b]
+    x = _img()
+    for name, kwargs in [("LayerActivation", {}), ("LayerGradientXActivation", {"target": 1}),
+                         ("LayerIntegratedGradients", {"target": 1, "n_steps": 10})]:
+        ours = getattr(attrkit, name)(model, layers).attribute(x, **kwargs)
+        theirs = getattr(captum_attr, name)(model, layers).attribute(x, **kwargs)
+        assert isinstance(ours, list) and len(ours) == 2
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_frozen_model_still_gets_layer_gradients():
+    model = SmallCNN()
+    x = _img()
+    reference = LayerGradientXActivation(model, model.pool).attribute(x, target=0)
+    model.requires_grad_(False)
+    for layer, kwargs in [(model.pool, {}), (model.conv1, {"attribute_to_layer_input": True})]:
+        ours = LayerGradientXActivation(model, layer).attribute(x, target=0, **kwargs)
+        # (Captum sets requires_grad on the very tensor a first layer receives: hence the clone)
+        theirs = captum_attr.LayerGradientXActivation(model, layer).attribute(x.clone(), target=0, **kwargs)
+        torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(LayerGradientXActivation(model, model.pool).attribute(x, target=0), reference)
+    assert not any(p.requires_grad for p in model.parameters()) and not x.requires_grad
+
+
+def test_an_inplace_relu_after_the_replaced_layer_is_fine():
+    model = SmallCNN()
+    x = _img()
+    expected = LayerIntegratedGradients(model, model.conv1).attribute(x, target=0, n_steps=8)
+    model.relu1 = nn.ReLU(inplace=True)
+    torch.testing.assert_close(LayerIntegratedGradients(model, model.conv1).attribute(x, target=0, n_steps=8), expected)
+
+
+def test_layer_gradient_shap_delta_is_per_sample():
+    model = SmallCNN()
+    torch.manual_seed(0)
+    attr, delta = LayerGradientShap(model, model.conv2).attribute(
+        _img(), baselines=torch.zeros(4, 1, 8, 8), n_samples=6, target=0, return_convergence_delta=True)
+    assert attr.shape == (3, 6, 3, 3) and delta.shape == (18,)
+
+
+def test_multiplies_by_inputs_and_convergence_flags_follow_captum():
+    model = SmallCNN()
+    for name in ["LayerActivation", "LayerGradientXActivation", "LayerConductance", "InternalInfluence",
+                 "LayerGradCam", "LayerIntegratedGradients", "LayerGradientShap", "LayerDeepLift",
+                 "LayerDeepLiftShap", "LayerFeatureAblation", "LayerFeaturePermutation"]:
+        ours, theirs = getattr(attrkit, name)(model, model.conv2), getattr(captum_attr, name)(model, model.conv2)
+        assert ours.has_convergence_delta() == theirs.has_convergence_delta(), name
+        assert ours.multiplies_by_inputs == theirs.multiplies_by_inputs, name
+    assert not LayerIntegratedGradients(model, model.conv2, multiply_by_inputs=False).multiplies_by_inputs
+    assert not LayerDeepLiftShap(model, model.conv2, multiply_by_inputs=False).multiplies_by_inputs
+
+
+# --------------------------------------------------------------------------- bad input, by name
+@pytest.mark.parametrize("cls", GRADIENT_LAYER_METHODS + OTHER_LAYER_METHODS + [LayerActivation])
+def test_a_layer_that_is_not_part_of_the_model_is_named(cls):
+    model, stranger = SmallCNN(), nn.Conv2d(4, 6, 3)
+    kwargs = {} if cls is LayerActivation else {"target": 0}
+    if cls is LayerDeepLiftShap:
+        kwargs["baselines"] = torch.zeros(2, 1, 8, 8)
+    with pytest.raises(ValueError, match=r"`layer` \(Conv2d\) was never called"):
+        cls(model, stranger).attribute(_img(), **kwargs)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in [*model.modules(), stranger])
+
+
+def test_a_layer_called_twice_is_named():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.lin(self.lin(x))
+
+    model = Twice()
+    with pytest.raises(ValueError, match="called 2 times"):
+        LayerConductance(model, model.lin).attribute(torch.randn(2, 4), target=0)
+
+
+def test_bad_arguments_are_named():
+    model = SmallCNN()
+    with pytest.raises(TypeError, match="`layer` must be a torch.nn.Module"):
+        LayerConductance(model, "conv2")
+    with pytest.raises(TypeError, match="`layer` must be one torch.nn.Module"):
+        LayerConductance(model, [model.conv1, model.conv2])
+    with pytest.raises(ValueError, match="`n_steps`"):
+        LayerConductance(model, model.conv2).attribute(_img(), target=0, n_steps=0)
+    with pytest.raises(ValueError, match="`method`"):
+        InternalInfluence(model, model.conv2).attribute(_img(), target=0, method="simpson")
+    with pytest.raises(ValueError, match="`baselines`"):
+        LayerIntegratedGradients(model, model.conv2).attribute(_img(), baselines=torch.zeros(2, 8), target=0)
+    with pytest.raises(ValueError, match="`n_samples`"):
+        LayerGradientShap(model, model.conv2).attribute(_img(), torch.zeros(2, 1, 8, 8), n_samples=0, target=0)
+    with pytest.raises(ValueError, match="produces 2"):
+        branch = BranchCNN()
+        GuidedGradCam(branch, branch.split).attribute(_img(), target=0)
+
+
+def test_bad_arguments_of_the_deeplift_and_ablation_layer_methods_are_named():
+    model = SmallCNN()
+    with pytest.raises(TypeError, match="`model` must be a torch.nn.Module"):
+        LayerDeepLift(model.forward, model.conv2)
+    for cls in OTHER_LAYER_METHODS:
+        with pytest.raises(TypeError, match="`layer` must be one torch.nn.Module"):
+            cls(model, [model.conv1, model.conv2])
+    with pytest.raises(ValueError, match="`baselines` is required"):
+        LayerDeepLiftShap(model, model.conv2).attribute(_img(), None, target=0)
+    with pytest.raises(TypeError, match="`custom_attribution_func`"):
+        LayerDeepLift(model, model.conv2).attribute(_img(), target=0, custom_attribution_func="square")
+    with pytest.raises(ValueError, match="`layer_mask` has shape"):
+        LayerFeatureAblation(model, model.conv2).attribute(_img(), target=0, layer_mask=torch.zeros(1, 5, 1, 1).long())
+    with pytest.raises(TypeError, match="`layer_mask` must be an integer tensor"):
+        LayerFeaturePermutation(model, model.conv2).attribute(_img(), target=0, layer_mask=torch.zeros(1, 6, 1, 1))
+    with pytest.raises(ValueError, match="`layer_baselines` has shape"):
+        LayerFeatureAblation(model, model.conv2).attribute(_img(), torch.zeros(2, 6), target=0)
+    with pytest.raises(ValueError, match="at least 2 examples"):
+        LayerFeaturePermutation(model, model.conv2).attribute(_img(1), target=0)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
