@@ -1,0 +1,308 @@
+"""The ablation family: how much the output changes when features are removed, occluded or shuffled.
+
+* :class:`FeatureAblation` — replace each feature (or group, via ``feature_mask``) by a baseline.
+* :class:`Occlusion` — replace a sliding window (a patch of an image) by a baseline.
+* :class:`FeaturePermutation` — shuffle each feature across the examples of the batch.
+
+Each perturbation is one "unit": a perturbed copy of every example. Many units go into one forward pass,
+as many as fit a memory budget (``max_batch_memory_mb``, or the environment variable
+``ATTRKIT_BATCH_MEMORY_MB``, default 64 MB of perturbed inputs per pass; on the CPU also at most 4096 rows,
+which keeps the activations in the cache), under ``torch.inference_mode()``; ``perturbations_per_eval``
+fixes the number instead, with Captum's meaning. The result does not depend on
+the batch size. ``show_progress=None`` (the default) shows a ``tqdm`` bar in a notebook when the first batch
+predicts a run of more than a few seconds.
+
+A model may also return one output for the whole batch (a loss, say): it is then evaluated one perturbation
+at a time, and the attributions have a first dimension of 1 (Captum's convention).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import _plumbing as P
+from .base import PerturbationAttribution
+
+
+class FeatureAblation(PerturbationAttribution):
+    r"""Feature ablation: :math:`F(x) - F(x \text{ with feature } i \text{ set to its baseline})`.
+
+    By default every scalar of an example is its own feature; ``feature_mask`` groups them (same integer =
+    ablated together, e.g. an image segment), and every element of a group gets the group's value.
+
+    Zeiler & Fergus (2014), *Visualizing and Understanding Convolutional Networks*, https://arxiv.org/abs/1311.2901
+
+    Example:
+        >>> import torch
+        >>> from attrkit import FeatureAblation
+        >>> model = torch.nn.Linear(3, 2)
+        >>> x = torch.rand(4, 3)
+        >>> attr = FeatureAblation(model).attribute(x, target=1)
+        >>> torch.allclose(attr, x * model.weight[1].detach())  # a linear model: weight times (x - 0)
+        True
+    """
+
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
+                  perturbations_per_eval: int | None = None, show_progress: bool | None = None,
+                  max_batch_memory_mb: float | None = None):
+        """Attribute by ablating each feature (group) in turn.
+
+        Args:
+            inputs: a tensor or a tuple of tensors, batch first.
+            baselines: the replacement values: None (zeros), a number, a tensor broadcastable to the input
+                (per example or shared), or a tuple of those, one per input.
+            target: the output index to explain (see :func:`attrkit._plumbing.select_target`).
+            additional_forward_args: passed to the model after the inputs.
+            feature_mask: integer tensor(s) broadcastable to each input; equal ids are ablated together.
+                Ids may be shared across the inputs of a tuple.
+            perturbations_per_eval: perturbations per forward pass; None sizes it from the memory budget.
+            show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
+            max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
+        """
+        xs, is_tuple = P.as_tuple(inputs)
+        bs = P.format_baselines(baselines, xs)
+        masks, ids, maps = _features(feature_mask, xs)
+
+        def build(units: range) -> tuple[Tensor, ...]:
+            chosen = torch.arange(units.start, units.stop, device=maps[0].device)
+            return tuple(_replace(x, b, m.unsqueeze(0) == _column(chosen, m)) for x, b, m in zip(xs, bs, maps))
+
+        diffs = _differences(self.forward_func, xs, build, len(ids), target, additional_forward_args,
+                             perturbations_per_eval, show_progress, max_batch_memory_mb, masks, type(self).__name__)
+        return P.restore(P.spread_units(diffs, maps, xs), is_tuple)
+
+
+class Occlusion(FeatureAblation):
+    r"""Occlusion: slide a window over the input, replace it by a baseline, and give each element the
+    average output drop over the windows that cover it.
+
+    Zeiler & Fergus (2014), *Visualizing and Understanding Convolutional Networks*, https://arxiv.org/abs/1311.2901
+
+    Example:
+        >>> import torch
+        >>> from attrkit import Occlusion
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(2))
+        >>> x = torch.rand(1, 3, 16, 16)
+        >>> _ = model(x)
+        >>> Occlusion(model).attribute(x, sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), target=0).shape
+        torch.Size([1, 3, 16, 16])
+    """
+
+    def attribute(self, inputs, sliding_window_shapes, strides=None, baselines=None, target=None,
+                  additional_forward_args=None, perturbations_per_eval: int | None = None,
+                  show_progress: bool | None = None, max_batch_memory_mb: float | None = None):
+        """Attribute by occluding windows.
+
+        Args:
+            sliding_window_shapes: the window, one size per dimension after the batch (for a 3x32x32 image,
+                e.g. ``(3, 4, 4)``); a tuple of such tuples for a tuple of inputs.
+            strides: the step between windows: an int (every dimension), a tuple per dimension, or one of
+                those per input; default 1. A window at the far edge is cut to fit, as in Captum.
+            Other arguments: as in :meth:`FeatureAblation.attribute`.
+        """
+        xs, is_tuple = P.as_tuple(inputs)
+        bs = P.format_baselines(baselines, xs)
+        windows = _window_shapes(sliding_window_shapes, xs)
+        grids = [_window_grid(x, w, s) for x, w, s in zip(xs, windows, _strides(strides, xs, windows))]
+        starts = [0]
+        for grid in grids:
+            starts.append(starts[-1] + _n_windows(grid))
+
+        def build(units: range) -> tuple[Tensor, ...]:
+            chosen = torch.arange(units.start, units.stop, device=xs[0].device)
+            return tuple(_replace(x, b, _window_masks(grid, chosen - start).unsqueeze(1))
+                         for x, b, grid, start in zip(xs, bs, grids, starts))
+
+        diffs = _differences(self.forward_func, xs, build, starts[-1], target, additional_forward_args,
+                             perturbations_per_eval, show_progress, max_batch_memory_mb, (), "Occlusion")
+        attrs = tuple(_spread_windows(diffs[:, start:start + _n_windows(grid)], grid)
+                      for grid, start in zip(grids, starts))
+        return P.restore(attrs, is_tuple)
+
+
+class FeaturePermutation(FeatureAblation):
+    r"""Permutation importance: :math:`F(x) - F(x \text{ with feature } i \text{ shuffled across the batch})`.
+
+    Each feature (or group in ``feature_mask``) gets one random permutation of the batch (never the
+    identity), so the batch needs at least two examples. ``perm_func(x, mask)`` replaces the shuffle.
+    On the CPU the permutations are drawn exactly as Captum draws them (same seed, same result).
+
+    Fisher, Rudin & Dominici (2019), *All Models are Wrong, but Many are Useful*, https://arxiv.org/abs/1801.01489
+
+    Example:
+        >>> import torch
+        >>> from attrkit import FeaturePermutation
+        >>> model = torch.nn.Linear(3, 1)
+        >>> FeaturePermutation(model).attribute(torch.rand(8, 3)).shape
+        torch.Size([8, 3])
+    """
+
+    def __init__(self, forward_func: Callable, perm_func: Callable | None = None):
+        super().__init__(forward_func)
+        self.perm_func = perm_func
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, feature_mask=None,
+                  perturbations_per_eval: int | None = None, show_progress: bool | None = None,
+                  max_batch_memory_mb: float | None = None, **kwargs):
+        """Attribute by shuffling each feature (group) across the batch; arguments as in
+        :meth:`FeatureAblation.attribute` (``baselines`` is accepted and ignored, as in Captum)."""
+        unknown = set(kwargs) - {"baselines"}
+        if unknown:
+            raise TypeError(f"FeaturePermutation.attribute() got unexpected keyword argument(s) {sorted(unknown)}.")
+        xs, is_tuple = P.as_tuple(inputs)
+        n = P.batch_size_of(xs)
+        if n < 2:
+            raise ValueError(f"`inputs` must hold at least 2 examples to shuffle a feature across them, got {n}.")
+        masks, ids, maps = _features(feature_mask, xs)
+        present = [torch.isin(ids, m).tolist() for m in masks]
+        perms = None if self.perm_func else _permutations(present, n, xs[0].device)
+
+        def build(units: range) -> tuple[Tensor, ...]:
+            chosen = torch.arange(units.start, units.stop, device=maps[0].device)
+            hits = [m.unsqueeze(0) == _column(chosen, m) for m in maps]
+            if self.perm_func is None:
+                return tuple(torch.where(h, x[p[chosen]], x) for x, h, p in zip(xs, hits, perms))
+            return tuple(torch.stack([self.perm_func(x, hit) if hit.any() else x for hit in h])
+                         for x, h in zip(xs, hits))
+
+        diffs = _differences(self.forward_func, xs, build, len(ids), target, additional_forward_args,
+                             perturbations_per_eval, show_progress, max_batch_memory_mb, masks, "FeaturePermutation")
+        return P.restore(P.spread_units(diffs, maps, xs), is_tuple)
+
+
+# --------------------------------------------------------------------------- shared by the three
+def _differences(forward_func, xs, build, n_units, target, additional_forward_args, perturbations_per_eval,
+                 show_progress, max_batch_memory_mb, masks, desc) -> Tensor:
+    """``F(x) - F(unit u)`` for every unit: shape ``(rows, n_units)``, rows = examples (or the outputs of a
+    model that aggregates over the batch)."""
+    target, args = P.validate_target(target), P.format_args(additional_forward_args)
+    reference, outputs, aggregate = P.evaluate_with_reference(
+        forward_func, xs, _unit_major(build), n_units, target, args, perturbations_per_eval, max_batch_memory_mb,
+        show_progress, desc)
+    if aggregate and any(m.shape[0] != 1 for m in masks):
+        raise ValueError("`feature_mask` must have a first dimension of 1 when the model returns one output for "
+                         "the whole batch: the attribution is for the batch, so features must be the same.")
+    return (reference.unsqueeze(0) - outputs).T
+
+
+def _features(feature_mask, xs):
+    """The masks, the distinct feature ids (one unit each), and the masks with ids replaced by unit numbers."""
+    masks = P.format_feature_mask(feature_mask, xs)
+    if feature_mask is None:  # every scalar its own feature, numbered 0, 1, ... already
+        return masks, torch.arange(sum(m.numel() for m in masks), device=masks[0].device), masks
+    ids = P.feature_ids(masks)
+    return masks, ids, P.unit_maps(masks, ids)
+
+
+def _unit_major(build):
+    """``build`` gives ``(units, n, ...)`` blocks; the model gets them as ``(units * n, ...)`` rows."""
+    return lambda units: tuple(t.flatten(0, 1) for t in build(units))
+
+
+def _replace(x: Tensor, baseline: Tensor, hit: Tensor) -> Tensor:
+    """``(units, n, ...)``: ``x`` with the elements where ``hit`` is true replaced by ``baseline``."""
+    return torch.where(hit, baseline.unsqueeze(0), x.unsqueeze(0))
+
+
+def _column(values: Tensor, like: Tensor) -> Tensor:
+    """``values`` shaped ``(k, 1, 1, ...)`` to broadcast against ``like`` with a new leading dimension."""
+    return values.reshape(-1, *([1] * like.dim()))
+
+
+def _permutations(present: list[list[bool]], n: int, device) -> list[Tensor]:
+    """Per input, one shuffle of the batch per feature (``(n_features, n)``), never the identity. Drawn
+    feature by feature, and input by input where the feature occurs, as Captum draws them."""
+    identity = torch.arange(n, device=device)
+    perms = [identity.repeat(len(present[0]), 1) for _ in present]
+    for u in range(len(present[0])):
+        for i, where in enumerate(present):
+            if where[u]:
+                perm = torch.randperm(n, device=device)
+                while torch.equal(perm, identity):
+                    perm = torch.randperm(n, device=device)
+                perms[i][u] = perm
+    return perms
+
+
+# --------------------------------------------------------------------------- occlusion windows
+def _window_shapes(shapes, xs: tuple[Tensor, ...]) -> tuple[tuple[int, ...], ...]:
+    if not isinstance(shapes, (tuple, list)) or not shapes:
+        raise TypeError(f"`sliding_window_shapes` must be a tuple of ints (one per input dimension after the batch), "
+                        f"got {shapes!r}.")
+    per_input = (tuple(shapes),) if all(isinstance(s, int) for s in shapes) else tuple(tuple(s) for s in shapes)
+    if len(per_input) != len(xs):
+        raise ValueError(f"`sliding_window_shapes` must give one window per input ({len(xs)}), got {shapes!r}.")
+    for i, (w, x) in enumerate(zip(per_input, xs)):
+        dims = tuple(x.shape[1:])
+        if len(w) != len(dims) or not all(isinstance(v, int) and v >= 1 for v in w):
+            raise ValueError(f"`sliding_window_shapes` for input {i} must be {len(dims)} positive ints (one per "
+                             f"dimension of {dims}), got {w!r}.")
+        if any(v > d for v, d in zip(w, dims)):
+            raise ValueError(f"`sliding_window_shapes` {w} is larger than input {i}'s example shape {dims}.")
+    return per_input
+
+
+def _strides(strides, xs: tuple[Tensor, ...], windows) -> tuple[tuple[int, ...], ...]:
+    if strides is None:
+        strides = 1
+    if len(xs) == 1 and not (isinstance(strides, tuple) and len(strides) == 1):
+        strides = (strides,)
+    if not isinstance(strides, (tuple, list)) or len(strides) != len(xs):
+        raise ValueError(f"`strides` must be an int, a tuple per dimension, or one of those per input ({len(xs)}); "
+                         f"got {strides!r}.")
+    out = []
+    for i, (s, w, x) in enumerate(zip(strides, windows, xs)):
+        s = (s,) * len(w) if isinstance(s, int) else tuple(s)
+        if len(s) != len(w) or not all(isinstance(v, int) and v >= 1 for v in s):
+            raise ValueError(f"`strides` for input {i} must be positive ints, one per dimension of "
+                             f"{tuple(x.shape[1:])}; got {s!r}.")
+        for v, k, d in zip(s, w, x.shape[1:]):
+            if v > k and d > k:
+                raise ValueError(f"`strides` {s} is larger than the window {w} for input {i}: elements between "
+                                 f"windows would never be occluded.")
+        out.append(s)
+    return tuple(out)
+
+
+def _window_grid(x: Tensor, window: tuple[int, ...], stride: tuple[int, ...]) -> list[Tensor]:
+    """Per dimension, a ``(positions, size)`` boolean matrix: which elements each window position covers."""
+    grid = []
+    for w, s, d in zip(window, stride, x.shape[1:]):
+        count = -(-(d - w) // s) + 1  # ceil((d - w) / s) + 1 positions; the last may stick out and is cut
+        start = torch.arange(count, device=x.device).unsqueeze(1) * s
+        element = torch.arange(d, device=x.device).unsqueeze(0)
+        grid.append((element >= start) & (element < start + w))
+    return grid
+
+
+def _n_windows(grid: list[Tensor]) -> int:
+    n = 1
+    for axis in grid:
+        n *= axis.shape[0]
+    return n
+
+
+def _window_masks(grid: list[Tensor], local: Tensor) -> Tensor:
+    """``(k, *example_shape)`` masks of windows number ``local`` (row-major); out-of-range numbers give
+    empty masks (they belong to another input)."""
+    inside = (local >= 0) & (local < _n_windows(grid))
+    index, mask = local.clamp(0, _n_windows(grid) - 1), inside.reshape(-1, *([1] * len(grid)))
+    for d in reversed(range(len(grid))):
+        positions = grid[d].shape[0]
+        axis = grid[d][index % positions]  # (k, size_d)
+        mask = mask & axis.reshape(-1, *([1] * d), axis.shape[1], *([1] * (len(grid) - d - 1)))
+        index = index // positions
+    return mask
+
+
+def _spread_windows(diffs: Tensor, grid: list[Tensor]) -> Tensor:
+    """Average each element's output drop over the windows covering it, one dimension at a time."""
+    def spread(values: Tensor) -> Tensor:
+        out = values.reshape(values.shape[0], *(axis.shape[0] for axis in grid))
+        for axis in grid:  # contract the window positions of one dimension with its coverage matrix
+            out = torch.tensordot(out, axis.to(values.dtype), dims=([1], [0]))
+        return out
+
+    return spread(diffs) / spread(torch.ones_like(diffs[:1]))

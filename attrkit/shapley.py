@@ -1,0 +1,430 @@
+"""Cooperative-game attributions and local surrogate models, all fitted on switched-off features.
+
+A *coalition* is a set of features kept at their input values; the others take their baseline values.
+
+* :class:`ShapleyValueSampling` — average marginal contributions over random feature orders.
+* :class:`ShapleyValues` — the exact Shapley values, from every coalition (up to 20 features).
+* :class:`Lime` — a weighted linear model (Lasso by default) fitted to the model's outputs on random
+  coalitions, weighted by closeness to the input; its coefficients are the attributions.
+* :class:`KernelShap` — LIME with the Shapley kernel: its linear fit estimates Shapley values.
+* :class:`LimeBase` — LIME with your own sampling and interpretable representation.
+* :class:`Lasso`, :class:`Ridge`, :class:`LinearRegression` — the weighted linear surrogates (from
+  :mod:`attrkit.surrogates`), fitted for every example at once. Any object with Captum's
+  ``fit(dataloader)`` / ``representation()`` also works as ``interpretable_model``.
+
+Evaluation is batched as in :mod:`attrkit.perturbation` (``perturbations_per_eval``,
+``max_batch_memory_mb`` / ``ATTRKIT_BATCH_MEMORY_MB``, ``show_progress``).
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import _plumbing as P
+from .base import PerturbationAttribution
+from .surrogates import Lasso, LinearRegression, Ridge, fit_surrogate, solver_dtype
+
+__all__ = ["ShapleyValueSampling", "ShapleyValues", "LimeBase", "Lime", "KernelShap", "LinearRegression", "Ridge",
+           "Lasso", "get_exp_kernel_similarity_function"]
+
+
+# --------------------------------------------------------------------------- Shapley values
+class ShapleyValueSampling(PerturbationAttribution):
+    r"""Shapley value sampling: for ``n_samples`` random orders of the features, add them one by one to
+    the baseline and credit each with the output change it causes; average over the orders.
+
+    Strumbelj & Kononenko (2010), *An Efficient Explanation of Individual Classifications using Game
+    Theory*, https://www.jmlr.org/papers/v11/strumbelj10a.html . The orders are drawn as Captum draws them
+    (one ``torch.randperm`` per sample), so on the CPU the same seed gives Captum's result.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import ShapleyValueSampling
+        >>> model = torch.nn.Linear(4, 1)
+        >>> x = torch.rand(2, 4)
+        >>> attr = ShapleyValueSampling(model).attribute(x, n_samples=5)
+        >>> torch.allclose(attr, x * model.weight.detach(), atol=1e-6)  # exact for a linear model
+        True
+    """
+
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
+                  n_samples: int = 25, perturbations_per_eval: int | None = None, show_progress: bool | None = None,
+                  max_batch_memory_mb: float | None = None):
+        """Arguments as in :meth:`attrkit.FeatureAblation.attribute`; feature ids in ``feature_mask`` run
+        from 0 to (number of features - 1); ``n_samples``: how many random feature orders."""
+        n_samples = P.check_positive_int(n_samples, "n_samples")
+        game = _Game(self.forward_func, inputs, baselines, target, additional_forward_args, feature_mask)
+        orders = torch.stack([torch.randperm(game.n_features, device=game.device) for _ in range(n_samples)])
+        ranks = orders.argsort(1)  # ranks[s, f]: when feature f joins in order s
+
+        def coalitions(units: Tensor) -> Tensor:  # unit = (order s, step j): the first j + 1 features of s
+            return ranks[units // game.n_features] <= (units % game.n_features).unsqueeze(1)
+
+        empty, values = game.play(coalitions, n_samples * game.n_features, perturbations_per_eval, show_progress,
+                                  max_batch_memory_mb, "ShapleyValueSampling")
+        values = torch.cat([empty.expand(n_samples, 1, -1), values.reshape(n_samples, game.n_features, -1)], 1)
+        steps = values.diff(dim=1)  # the output change at each step of each order
+        shapley = steps.gather(1, ranks.unsqueeze(-1).expand_as(steps)).mean(0)  # (features, outputs)
+        return game.spread(shapley.T)
+
+
+class ShapleyValues(ShapleyValueSampling):
+    r"""Exact Shapley values: :math:`\phi_i = \sum_{S \not\ni i} \frac{|S|!(n-|S|-1)!}{n!}(v(S \cup i) - v(S))`,
+    from the model's output on all :math:`2^n` coalitions (Captum averages over all :math:`n!` orders: the
+    same numbers, far more evaluations). Refuses more than ``max_features`` features (default 20: a
+    million forward passes per example); use :class:`ShapleyValueSampling` or a coarser ``feature_mask``.
+
+    Shapley (1953), *A Value for n-Person Games*, https://doi.org/10.1515/9781400881970-018
+
+    Example:
+        >>> import torch
+        >>> from attrkit import ShapleyValues
+        >>> model = lambda x: x.prod(1)  # a pure interaction: the credit is shared equally
+        >>> ShapleyValues(model).attribute(torch.tensor([[2.0, 3.0]]))
+        tensor([[3., 3.]])
+    """
+
+    max_features = 20
+
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
+                  perturbations_per_eval: int | None = None, show_progress: bool | None = None,
+                  max_batch_memory_mb: float | None = None):
+        """Arguments as in :meth:`ShapleyValueSampling.attribute`, without ``n_samples``."""
+        game = _Game(self.forward_func, inputs, baselines, target, additional_forward_args, feature_mask)
+        n = game.n_features
+        if n > self.max_features:
+            raise ValueError(
+                f"ShapleyValues needs the model's output on all 2**{n} coalitions of the {n} features in "
+                f"`inputs`/`feature_mask` (at most {self.max_features} allowed; hours of work beyond that). Group "
+                f"features with `feature_mask`, or use ShapleyValueSampling."
+            )
+        bits = 2 ** torch.arange(n, device=game.device)
+
+        def coalitions(units: Tensor) -> Tensor:  # unit = coalition number c: bit f says feature f is in
+            return (units.unsqueeze(1) & bits) > 0
+
+        _, values = game.play(coalitions, 2**n, perturbations_per_eval, show_progress, max_batch_memory_mb,
+                              "ShapleyValues")
+        dtype = solver_dtype(values)
+        size = torch.arange(n + 1, device=game.device, dtype=dtype)
+        log_factorial = torch.lgamma(size + 1)
+        # weight[t] = t! (n - 1 - t)! / n!: of a coalition with t players other than i, with or without i
+        weight = torch.exp(log_factorial[:-1] + log_factorial.flip(0)[1:] - log_factorial[n])
+        shapley = torch.zeros(n, values.shape[1], dtype=dtype, device=game.device)
+        for start in range(0, 2**n, 2**16):
+            members = coalitions(torch.arange(start, min(start + 2**16, 2**n), device=game.device))
+            s = members.sum(1, keepdim=True)  # v(S) counts + for every i in S, - for every i outside
+            signed = torch.where(members, weight[(s - 1).clamp(min=0)], -weight[s.clamp(max=n - 1)])
+            shapley += signed.T @ values[start:start + len(members)].to(dtype)
+        return game.spread(shapley.T.to(values.dtype))
+
+
+class _Game:
+    """The cooperative game of a batch: features (``feature_mask`` ids 0..n-1) switched between baseline
+    and input; ``play`` evaluates coalitions, ``spread`` turns per-feature values into attributions."""
+
+    def __init__(self, forward_func, inputs, baselines, target, additional_forward_args, feature_mask):
+        self.forward_func = forward_func
+        self.xs, self.is_tuple = P.as_tuple(inputs)
+        self.bs = P.format_baselines(baselines, self.xs)
+        self.masks = P.format_feature_mask(feature_mask, self.xs)
+        if any(m.numel() and m.min() < 0 for m in self.masks):
+            raise ValueError("`feature_mask` ids must be non-negative integers (0 .. number of features - 1).")
+        self.n_features = 1 + max(int(m.max()) if m.numel() else -1 for m in self.masks)
+        self.device = self.xs[0].device
+        self.target, self.args = P.validate_target(target), P.format_args(additional_forward_args)
+
+    def play(self, coalitions: Callable[[Tensor], Tensor], n_units, perturbations_per_eval, show_progress,
+             max_batch_memory_mb, desc) -> tuple[Tensor, Tensor]:
+        """The model's output on the empty coalition (the baselines), ``(outputs,)``, and on the coalitions
+        ``coalitions(units) -> (k, n_features) bool``, ``(n_units, outputs)``."""
+        def build(units: range):
+            members = coalitions(torch.arange(units.start, units.stop, device=self.device))
+            return tuple(torch.where(members[:, m], x.unsqueeze(0), b.unsqueeze(0)).flatten(0, 1)
+                         for x, b, m in zip(self.xs, self.bs, self.masks))
+
+        empty, values, aggregate = P.evaluate_with_reference(
+            self.forward_func, self.bs, build, n_units, self.target, self.args, perturbations_per_eval,
+            max_batch_memory_mb, show_progress, desc)
+        if aggregate and any(m.shape[0] != 1 for m in self.masks):
+            raise ValueError("`feature_mask` must have a first dimension of 1 when the model returns one output "
+                             "for the whole batch.")
+        return empty, values
+
+    def spread(self, values: Tensor):
+        return P.restore(P.spread_units(values, self.masks, self.xs), self.is_tuple)
+
+
+# --------------------------------------------------------------------------- LIME and KernelSHAP
+def get_exp_kernel_similarity_function(distance_mode: str = "cosine", kernel_width: float = 1.0) -> Callable:
+    """LIME's similarity ``exp(-d^2 / (2 kernel_width^2))``, ``d`` the cosine distance (or Euclidean) between
+    the flattened input and the perturbed input. Called as ``f(original, perturbed, interpretable_sample)``."""
+    P.check_choice(distance_mode, "distance_mode", ("cosine", "euclidean"))
+
+    def similarity(original, perturbed, _sample=None, **kwargs):
+        a = torch.cat([t.flatten() for t in P.as_tuple(original)[0]]).unsqueeze(0)
+        b = torch.cat([t.flatten() for t in P.as_tuple(perturbed)[0]]).unsqueeze(0)
+        return float(_exp_kernel(a, b, distance_mode, kernel_width)[0])
+
+    similarity.distance_mode, similarity.kernel_width = distance_mode, kernel_width
+    return similarity
+
+
+def _exp_kernel(original: Tensor, perturbed: Tensor, distance_mode: str, kernel_width: float) -> Tensor:
+    """Row by row: ``original`` ``(rows, d)`` against ``perturbed`` ``(..., rows, d)``."""
+    if distance_mode == "cosine":
+        dot = (original * perturbed).sum(-1)
+        norms = (original.square().sum(-1) * perturbed.square().sum(-1)).clamp(min=1e-16).sqrt()
+        distance = 1 - dot / norms
+    else:
+        distance = (original - perturbed).norm(dim=-1)
+    return torch.exp(-distance**2 / (2 * kernel_width**2))
+
+
+class LimeBase(PerturbationAttribution):
+    """LIME with everything open (Captum's ``LimeBase``): ``perturb_func(inputs, **kwargs)`` draws a sample
+    (or is a generator of samples); ``from_interp_rep_transform(sample, inputs, **kwargs)`` turns an
+    interpretable sample into a model input (``perturb_interpretable_space=True``), or
+    ``to_interp_rep_transform(sample, inputs, **kwargs)`` the other way round; ``similarity_func(inputs,
+    model_input, interpretable_sample, **kwargs)`` weights the sample. ``attribute`` returns the fitted
+    surrogate's ``representation()``. Samples are drawn one by one; the model sees them in batches.
+
+    Ribeiro, Singh & Guestrin (2016), *"Why Should I Trust You?"*, https://arxiv.org/abs/1602.04938
+    """
+
+    _multiplies_by_inputs = False
+
+    def __init__(self, forward_func: Callable, interpretable_model, similarity_func: Callable,
+                 perturb_func: Callable, perturb_interpretable_space: bool,
+                 from_interp_rep_transform: Callable | None, to_interp_rep_transform: Callable | None):
+        super().__init__(forward_func)
+        needed = from_interp_rep_transform if perturb_interpretable_space else to_interp_rep_transform
+        if needed is None:
+            which = "from_interp_rep_transform" if perturb_interpretable_space else "to_interp_rep_transform"
+            raise ValueError(f"`{which}` is required with perturb_interpretable_space={perturb_interpretable_space}.")
+        self.interpretable_model = interpretable_model
+        self.similarity_func, self.perturb_func = similarity_func, perturb_func
+        self.perturb_interpretable_space = perturb_interpretable_space
+        self.from_interp_rep_transform = from_interp_rep_transform
+        self.to_interp_rep_transform = to_interp_rep_transform
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, n_samples: int = 50,
+                  perturbations_per_eval: int | None = None, show_progress: bool | None = None,
+                  max_batch_memory_mb: float | None = None, **kwargs):
+        """Draw ``n_samples`` samples, evaluate the model on them in batches, fit the interpretable model;
+        ``kwargs`` go to ``perturb_func``, the transforms and ``similarity_func``."""
+        n_samples = P.check_positive_int(n_samples, "n_samples")
+        interps, model_inputs, weights = self._samples(inputs, n_samples, kwargs)
+        xs = P.as_tuple(inputs)[0]
+        stacked = [P.as_tuple(m)[0] for m in model_inputs]
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+
+        def build(units: range):
+            return tuple(torch.cat(parts) for parts in zip(*stacked[units.start:units.stop]))
+
+        per_eval = P.units_per_eval(stacked[0], args, len(stacked), False, perturbations_per_eval, max_batch_memory_mb)
+        y = P.evaluate_perturbations(self.forward_func, build, len(stacked), per_eval, target, args, 1,
+                                     show_progress, type(self).__name__)
+        X = torch.cat([torch.as_tensor(i).reshape(1, -1) for i in interps]).to(device=xs[0].device, dtype=y.dtype)
+        w = torch.as_tensor(weights, dtype=y.dtype, device=xs[0].device).reshape(1, -1)
+        coef = fit_surrogate(self.interpretable_model, X[None], y.reshape(1, -1), w)
+        return coef.reshape(1, -1)
+
+    def _samples(self, inputs, n_samples: int, kwargs: dict):
+        generator = self.perturb_func(inputs, **kwargs) if inspect.isgeneratorfunction(self.perturb_func) else None
+        interps, model_inputs, weights = [], [], []
+        for _ in range(n_samples):
+            try:
+                sample = next(generator) if generator is not None else self.perturb_func(inputs, **kwargs)
+            except StopIteration:
+                break
+            if self.perturb_interpretable_space:
+                interp, model_input = sample, self.from_interp_rep_transform(sample, inputs, **kwargs)
+            else:
+                interp, model_input = self.to_interp_rep_transform(sample, inputs, **kwargs), sample
+            interps.append(interp)
+            model_inputs.append(model_input)
+            weights.append(float(torch.as_tensor(self.similarity_func(inputs, model_input, interp, **kwargs))))
+        return interps, model_inputs, weights
+
+
+class Lime(LimeBase):
+    r"""LIME: fit a weighted linear model to the model's outputs on random coalitions of features (switched
+    off features take their baseline), weighted by how close each perturbed input is to the input; the
+    coefficients are the attributions. Defaults as in Captum: ``Lasso(alpha=0.01)`` as the surrogate, the
+    exponential cosine kernel (width 1) as ``similarity_func``, each feature kept with probability 1/2.
+
+    Every example gets its own surrogate; the samples of all examples are evaluated in shared batches and
+    attrkit's surrogates are fitted for all examples at once. A custom ``perturb_func`` (Captum's
+    signature, ``perturb_func(inputs, **kwargs) -> (1, n_features)`` binary sample) or a custom
+    ``similarity_func`` is called sample by sample.
+
+    Ribeiro, Singh & Guestrin (2016), *"Why Should I Trust You?"*, https://arxiv.org/abs/1602.04938
+
+    Example:
+        >>> import torch
+        >>> from attrkit import Lime
+        >>> from attrkit.surrogates import LinearRegression
+        >>> model = torch.nn.Linear(3, 1)
+        >>> x = torch.rand(2, 3)
+        >>> attr = Lime(model, interpretable_model=LinearRegression()).attribute(x, n_samples=40)
+        >>> torch.allclose(attr, x * model.weight.detach(), atol=1e-4)  # linear: weight times (x - baseline)
+        True
+    """
+
+    def __init__(self, forward_func: Callable, interpretable_model=None, similarity_func: Callable | None = None,
+                 perturb_func: Callable | None = None):
+        super().__init__(forward_func, interpretable_model if interpretable_model is not None else Lasso(alpha=0.01),
+                         similarity_func or get_exp_kernel_similarity_function(), perturb_func, True,
+                         _from_interpretable, None)
+
+    def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
+                  n_samples: int = 25, perturbations_per_eval: int | None = None, return_input_shape: bool = True,
+                  show_progress: bool | None = None, max_batch_memory_mb: float | None = None):
+        """Arguments as in :meth:`attrkit.FeatureAblation.attribute`, and ``n_samples`` (samples per
+        example); ``return_input_shape=False`` returns the coefficients, ``(examples, n_features)``."""
+        n_samples = P.check_positive_int(n_samples, "n_samples")
+        xs, is_tuple = P.as_tuple(inputs)
+        bs = P.format_baselines(baselines, xs)
+        masks = _from_zero(P.format_feature_mask(feature_mask, xs))
+        n_features = 1 + max(int(m.max()) if m.numel() else -1 for m in masks)
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        reference = P.reference_output(self.forward_func, xs, target, args)
+        aggregate, _ = P.output_mode(reference, P.batch_size_of(xs))
+        if aggregate and reference.numel() != 1:
+            raise ValueError(f"the model output (after `target`) has shape {tuple(reference.shape)}: Lime explains one "
+                             f"number per example, or one for the whole batch.")
+        if self.perturb_func is None and hasattr(self.similarity_func, "distance_mode"):
+            coefs = self._fit_all(xs, bs, masks, n_features, aggregate, target, args, n_samples,
+                                  perturbations_per_eval, show_progress, max_batch_memory_mb)
+        else:
+            coefs = self._fit_each(xs, bs, masks, n_features, aggregate, is_tuple, target, args, n_samples,
+                                   perturbations_per_eval, show_progress, max_batch_memory_mb)
+        if not return_input_shape:
+            return coefs
+        return P.restore(P.spread_units(coefs, tuple(m[:len(coefs)] for m in masks), xs), is_tuple)
+
+    def _draw(self, rows: int, n_samples: int, n_features: int, device) -> Tensor:
+        """Interpretable samples ``(rows, n_samples, n_features)``: each feature kept with probability 1/2
+        (drawn as Captum draws them)."""
+        return torch.bernoulli(torch.full((rows, n_samples, n_features), 0.5, device=device)).bool()
+
+    def _weights(self, samples: Tensor, original: Tensor, perturbed: Tensor) -> Tensor:
+        """Sample weights ``(rows, k)`` from ``samples`` ``(rows, k, features)``, the flattened inputs
+        ``(rows, d)`` and perturbed inputs ``(k, rows, d)``."""
+        f = self.similarity_func
+        return _exp_kernel(original.float(), perturbed.float(), f.distance_mode, f.kernel_width).T
+
+    def _fit_all(self, xs, bs, masks, n_features, aggregate, target, args, n_samples, perturbations_per_eval,
+                 show_progress, max_batch_memory_mb) -> Tensor:
+        """All examples at once: samples drawn together, evaluated in shared batches, fitted together."""
+        n = P.batch_size_of(xs)
+        rows = 1 if aggregate else n
+        samples = self._draw(rows, n_samples, n_features, xs[0].device)
+        weights = torch.zeros(rows, n_samples, device=xs[0].device)
+        original = torch.cat([x.flatten(1) for x in xs], 1).reshape(rows, -1)
+
+        def build(units: range):
+            chosen = samples[:, units.start:units.stop]
+            perturbed = _switch(chosen.transpose(0, 1), xs, bs, masks)
+            flat = torch.cat([p.flatten(2) for p in perturbed], 2).reshape(len(units), rows, -1)
+            weights[:, units.start:units.stop] = self._weights(chosen, original, flat)
+            return tuple(p.flatten(0, 1) for p in perturbed)
+
+        per_eval = P.units_per_eval(xs, args, n_samples, aggregate, perturbations_per_eval, max_batch_memory_mb)
+        y = P.evaluate_perturbations(self.forward_func, build, n_samples, per_eval, target, args, rows,
+                                     show_progress, type(self).__name__)
+        return fit_surrogate(self.interpretable_model, samples.to(y.dtype), y.T, weights.to(y.dtype))
+
+    def _fit_each(self, xs, bs, masks, n_features, aggregate, is_tuple, target, args, n_samples,
+                  perturbations_per_eval, show_progress, max_batch_memory_mb) -> Tensor:
+        """One example at a time through :meth:`LimeBase.attribute` (custom sampling or similarity)."""
+        n = P.batch_size_of(xs)
+        coefs = []
+        for i in [None] if aggregate else range(n):
+            pick = (lambda t: t) if i is None else (lambda t: t[i:i + 1] if t.shape[0] == n else t)
+            coefs.append(LimeBase.attribute(
+                self, P.restore([pick(x) for x in xs], is_tuple), target=_example_target(target, i, n),
+                additional_forward_args=tuple(pick(a) if isinstance(a, Tensor) and a.dim() else a for a in args),
+                n_samples=n_samples, perturbations_per_eval=perturbations_per_eval, show_progress=show_progress,
+                max_batch_memory_mb=max_batch_memory_mb, baselines=P.restore([pick(b) for b in bs], is_tuple),
+                feature_mask=P.restore([pick(m) for m in masks], is_tuple), num_interp_features=n_features))
+        return torch.cat(coefs)
+
+
+class KernelShap(Lime):
+    r"""KernelSHAP: LIME whose samples and weights make the linear fit estimate Shapley values. Coalition
+    sizes are drawn with the Shapley kernel's probabilities ``(n - 1) / (s (n - s))``, members uniformly;
+    the empty and the full coalition come first, with a large weight (10^6) that makes the fit honour
+    ``F(baseline)`` and ``F(x)``; the surrogate is :class:`LinearRegression`.
+
+    Lundberg & Lee (2017), *A Unified Approach to Interpreting Model Predictions*, https://arxiv.org/abs/1705.07874
+
+    Example:
+        >>> import torch
+        >>> from attrkit import KernelShap
+        >>> model = torch.nn.Linear(3, 1)
+        >>> x = torch.rand(1, 3)
+        >>> attr = KernelShap(model).attribute(x, n_samples=50)
+        >>> torch.allclose(attr, x * model.weight.detach(), atol=1e-4)  # Shapley values of a linear model
+        True
+    """
+
+    inf_weight = 1e6
+
+    def __init__(self, forward_func: Callable):
+        super().__init__(forward_func, interpretable_model=LinearRegression())
+
+    def _draw(self, rows, n_samples, n_features, device):
+        samples = torch.rand(rows, n_samples, n_features, device=device) < 0.5  # used only when n_features == 1
+        samples[:, 0] = True
+        samples[:, 1:2] = False
+        if n_samples > 2 and n_features > 1:
+            size = torch.arange(1, n_features, device=device, dtype=torch.float)
+            kernel = (n_features - 1) / (size * (n_features - size))
+            sizes = torch.multinomial(kernel, rows * (n_samples - 2), replacement=True).reshape(rows, -1, 1)
+            keys = torch.rand(rows, n_samples - 2, n_features, device=device)  # the `size` smallest keys join
+            samples[:, 2:] = keys <= keys.sort(-1).values.gather(-1, sizes)
+        return samples
+
+    def _weights(self, samples, original, perturbed):
+        ends = samples.all(-1) | ~samples.any(-1)
+        return torch.where(ends, self.inf_weight, 1.0)
+
+
+def _from_zero(masks: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """LIME's interpretable features are numbered from 0 (Captum shifts a mask that starts elsewhere)."""
+    low = min(int(m.min()) for m in masks if m.numel())
+    return masks if low == 0 else tuple(m - low for m in masks)
+
+
+def _switch(samples: Tensor, xs, bs, masks) -> tuple[Tensor, ...]:
+    """``samples`` ``(k, rows, features)`` (rows: 1 or every example) -> ``(k, n, ...)`` inputs where
+    switched-off features take their baseline."""
+    k = samples.shape[0]
+    out = []
+    for x, b, m in zip(xs, bs, masks):
+        n = x.shape[0]
+        index = m.reshape(m.shape[0], -1).expand(n, -1).unsqueeze(0).expand(k, -1, -1)
+        on = samples.expand(k, n, -1).gather(2, index).reshape(k, *x.shape)
+        out.append(torch.where(on, x.unsqueeze(0), b.unsqueeze(0)))
+    return tuple(out)
+
+
+def _from_interpretable(sample, original, **kwargs):
+    """Captum's default LIME transform: a ``(1, n_features)`` binary sample -> the model input."""
+    xs, is_tuple = P.as_tuple(original)
+    masks, bases = P.as_tuple(kwargs["feature_mask"])[0], P.as_tuple(kwargs["baselines"])[0]
+    on = [torch.as_tensor(sample).reshape(-1)[m].bool() for m in masks]
+    return P.restore([torch.where(o, x, b) for o, x, b in zip(on, xs, bases)], is_tuple)
+
+
+def _example_target(target, i, n):
+    if i is None or target is None or isinstance(target, (int, tuple)):
+        return target
+    if isinstance(target, Tensor):
+        return target if target.numel() == 1 else target[i:i + 1]
+    return [target[i]] if isinstance(target, list) else target

@@ -1,0 +1,192 @@
+"""Shapley values, LIME and KernelSHAP: the Shapley axioms, the estimators against the exact values, the
+surrogates against sklearn, Captum's interfaces (custom sampling, interpretable models, LimeBase), bad input."""
+import pytest
+import torch
+from torch import nn
+
+from attrkit import KernelShap, Lime, LimeBase, ShapleyValues, ShapleyValueSampling
+from attrkit.shapley import Lasso, LinearRegression, Ridge, get_exp_kernel_similarity_function
+from attrkit.testing import MLP, LinearModel, TwoInputModel
+
+W = torch.tensor([[1.0, -2.0, 3.0, 0.5], [0.0, 4.0, -1.0, 2.0]])
+
+
+class Game(nn.Module):
+    """x0 * x1 + x2, and x3 does nothing: symmetric players 0 and 1, a dummy player 3."""
+
+    def forward(self, x):
+        return x[:, 0] * x[:, 1] + x[:, 2] + 0 * x[:, 3]
+
+
+# --------------------------------------------------------------------------- the axioms
+def test_exact_values_of_a_small_game():
+    x = torch.tensor([[2.0, 3.0, -1.0, 5.0], [1.0, -4.0, 2.0, 0.0]])
+    attr = ShapleyValues(Game()).attribute(x)
+    half = (x[:, 0] * x[:, 1] / 2)[:, None]
+    torch.testing.assert_close(attr, torch.cat([half, half, x[:, 2:3], torch.zeros(2, 1)], 1))
+
+
+@pytest.mark.parametrize("method, kwargs", [(ShapleyValues, {}), (ShapleyValueSampling, {"n_samples": 3})])
+def test_efficiency_values_add_up_to_the_output_change(method, kwargs):
+    model, x, base = MLP(), torch.randn(3, 10), torch.randn(3, 10)
+    mask = torch.tensor([0, 0, 1, 1, 2, 2, 3, 4, 5, 5])
+    attr = method(model).attribute(x, base, target=2, feature_mask=mask, **kwargs)
+    per_feature = torch.stack([attr[:, mask == f][:, 0] for f in range(6)], 1)
+    with torch.no_grad():
+        gain = model(x)[:, 2] - model(base)[:, 2]
+    torch.testing.assert_close(per_feature.sum(1), gain, rtol=1e-5, atol=1e-5)  # every order telescopes
+
+
+def test_sampling_converges_to_the_exact_values():
+    model, x = MLP(n_features=5), torch.randn(2, 5)
+    exact = ShapleyValues(model).attribute(x, target=0)
+    torch.manual_seed(0)
+    sampled = ShapleyValueSampling(model).attribute(x, target=0, n_samples=600)
+    torch.testing.assert_close(sampled, exact, rtol=0, atol=0.05 * float(exact.abs().max()))
+
+
+def test_kernel_shap_converges_to_the_exact_values():
+    model, x, base = MLP(n_features=5), torch.randn(2, 5), torch.randn(1, 5)
+    exact = ShapleyValues(model).attribute(x, base, target=1)
+    torch.manual_seed(0)
+    estimate = KernelShap(model).attribute(x, base, target=1, n_samples=3000)
+    torch.testing.assert_close(estimate, exact, rtol=0, atol=0.05 * float(exact.abs().max()))
+
+
+def test_linear_model_every_estimator_is_exact():
+    x, base = torch.randn(3, 4), torch.randn(3, 4)
+    expected = (x - base) * W[1]
+    torch.testing.assert_close(ShapleyValues(LinearModel(W)).attribute(x, base, target=1), expected)
+    torch.testing.assert_close(ShapleyValueSampling(LinearModel(W)).attribute(x, base, target=1, n_samples=2), expected)
+    for method in (KernelShap(LinearModel(W)), Lime(LinearModel(W), interpretable_model=LinearRegression())):
+        torch.testing.assert_close(method.attribute(x, base, target=1, n_samples=60), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_exact_values_refuse_too_many_features():
+    with pytest.raises(ValueError, match="ShapleyValueSampling"):
+        ShapleyValues(LinearModel(torch.ones(1, 21))).attribute(torch.randn(1, 21))
+
+
+# --------------------------------------------------------------------------- LIME and KernelSHAP
+def test_lime_shapes_and_coefficients():
+    model, x = MLP(), torch.randn(3, 10)
+    mask = torch.tensor([[0, 0, 1, 1, 2, 2, 3, 3, 4, 4]])
+    attr = Lime(model).attribute(x, target=1, feature_mask=mask, n_samples=50)
+    coefs = Lime(model).attribute(x, target=1, feature_mask=mask, n_samples=50, return_input_shape=False)
+    assert attr.shape == x.shape and coefs.shape == (3, 5)
+    total = Lime(lambda x: model(x)[:, 1].sum()).attribute(x, feature_mask=mask, n_samples=50)
+    assert total.shape == (1, 10)  # one surrogate for a model that aggregates the batch
+
+
+def test_lime_matches_captum_on_one_example():
+    """With one example Captum draws the same samples; our Lasso solves sklearn's problem."""
+    captum_attr = pytest.importorskip("captum.attr")
+    pytest.importorskip("sklearn")
+    model, x = MLP(), torch.randn(1, 10)
+    torch.manual_seed(0)
+    ours = Lime(model).attribute(x, target=0, n_samples=200)
+    torch.manual_seed(0)
+    theirs = captum_attr.Lime(model).attribute(x, target=0, n_samples=200)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=2e-3 * float(theirs.abs().max()))
+
+
+@pytest.mark.parametrize("surrogate, name", [(LinearRegression(), "LinearRegression"), (Ridge(0.5), "Ridge"),
+                                             (Lasso(0.02), "Lasso")])
+@pytest.mark.parametrize("n_samples", [7, 200])  # fewer samples than features, and more
+def test_surrogates_solve_sklearns_problems(surrogate, name, n_samples):
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    torch.manual_seed(0)
+    X = torch.bernoulli(torch.full((3, n_samples, 12), 0.5)).double()
+    y, w = X @ torch.randn(12).double() + 0.1 * torch.randn(3, n_samples).double(), torch.rand(3, n_samples).double()
+    ours = surrogate.solve(X, y, w)
+    args = {"LinearRegression": {}, "Ridge": {"alpha": 0.5}, "Lasso": {"alpha": 0.02, "tol": 1e-8, "max_iter": 10**5}}
+    for b in range(3):
+        fit = getattr(linear_model, name)(**args[name]).fit(X[b].numpy(), y[b].numpy(), sample_weight=w[b].numpy())
+        theirs = torch.as_tensor(fit.coef_)
+        if name != "Lasso" or n_samples > 12:  # an underdetermined Lasso may have many minimisers
+            torch.testing.assert_close(ours[b], theirs, rtol=1e-3, atol=2e-3)
+
+
+def test_any_model_with_fit_and_representation_is_a_surrogate():
+    captum_models = pytest.importorskip("captum._utils.models.linear_model")
+    pytest.importorskip("sklearn")
+    model, x = MLP(), torch.randn(2, 10)
+    torch.manual_seed(0)
+    ours = Lime(model, interpretable_model=LinearRegression()).attribute(x, target=0, n_samples=80)
+    torch.manual_seed(0)
+    sklearn_surrogate = captum_models.SkLearnLinearRegression()
+    theirs = Lime(model, interpretable_model=sklearn_surrogate).attribute(x, target=0, n_samples=80)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def _every_coalition(original, **kwargs):  # a deterministic perturb_func, in Captum's generator form
+    for c in range(2 ** kwargs["num_interp_features"]):
+        yield torch.tensor([[(c >> f) & 1 for f in range(kwargs["num_interp_features"])]])
+
+
+def _distance_weight(original, perturbed, sample, **kwargs):
+    return 1.0 / (1.0 + float(sample.sum()))
+
+
+def test_custom_sampling_and_similarity_match_captum():
+    captum_attr = pytest.importorskip("captum.attr")
+    captum_models = pytest.importorskip("captum._utils.models.linear_model")
+    pytest.importorskip("sklearn")
+    model, xs = TwoInputModel(), (torch.randn(3, 4), torch.randn(3, 4))
+    mask = (torch.tensor([[0, 1, 1, 2]]), torch.tensor([[2, 3, 3, 4]]))
+    kwargs = {"target": torch.tensor([0, 2, 1]), "feature_mask": mask, "n_samples": 32, "baselines": (0.5, -1.0),
+              "additional_forward_args": (torch.tensor([[1.0], [2.0], [3.0]]),)}
+    ours = Lime(model, LinearRegression(), _distance_weight, _every_coalition).attribute(xs, **kwargs)
+    theirs = captum_attr.Lime(model, captum_models.SkLearnLinearRegression(), _distance_weight,
+                              _every_coalition).attribute(xs, **kwargs)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_lime_base_in_model_space_matches_captum():
+    captum_attr = pytest.importorskip("captum.attr")
+    captum_models = pytest.importorskip("captum._utils.models.linear_model")
+    pytest.importorskip("sklearn")
+
+    def shifted(original, **kwargs):  # model-space samples: the input moved along each axis
+        for k in range(12):
+            yield original + torch.eye(4)[k % 4] * (k // 4 + 1)
+
+    def binary(sample, original, **kwargs):
+        return (sample != original).float()
+
+    similarity = get_exp_kernel_similarity_function("euclidean", kernel_width=2.0)
+    model, x = LinearModel(W), torch.randn(1, 4)
+    args = (similarity, shifted, False, None, binary)
+    ours = LimeBase(model, LinearRegression(), *args).attribute(x, target=1, n_samples=12)
+    theirs = captum_attr.LimeBase(model, captum_models.SkLearnLinearRegression(), *args).attribute(x, target=1,
+                                                                                                  n_samples=12)
+    torch.testing.assert_close(ours, theirs.reshape(ours.shape), rtol=1e-4, atol=1e-4)
+
+
+def test_kernel_shap_samples_start_with_full_and_empty_coalitions():
+    samples = KernelShap(LinearModel(W))._draw(2, 50, 6, "cpu")
+    assert samples[:, 0].all() and not samples[:, 1].any()
+    sizes = samples[:, 2:].sum(-1)
+    assert sizes.min() >= 1 and sizes.max() <= 5  # the kernel never draws the ends again
+
+
+# --------------------------------------------------------------------------- bad input, by name
+@pytest.mark.parametrize("method", [ShapleyValueSampling, Lime, KernelShap])
+def test_n_samples_must_be_positive(method):
+    with pytest.raises(ValueError, match="n_samples"):
+        method(LinearModel(W)).attribute(torch.randn(2, 4), target=0, n_samples=0)
+
+
+@pytest.mark.parametrize("method", [ShapleyValueSampling, ShapleyValues, Lime, KernelShap])
+def test_mask_and_baselines_are_checked(method):
+    with pytest.raises(ValueError, match="feature_mask"):
+        method(LinearModel(W)).attribute(torch.randn(2, 4), target=0, feature_mask=torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="baselines"):
+        method(LinearModel(W)).attribute(torch.randn(2, 4), torch.zeros(3, 4), target=0)
+
+
+def test_shapley_feature_ids_must_not_be_negative():
+    with pytest.raises(ValueError, match="feature_mask"):
+        ShapleyValueSampling(LinearModel(W)).attribute(torch.randn(2, 4), target=0,
+                                                       feature_mask=torch.tensor([-1, 0, 1, 2]))
