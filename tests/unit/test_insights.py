@@ -1,0 +1,242 @@
+"""The explorer without a browser: controls, recomputation, caching, messages, and the Captum Insights API."""
+import cloudpickle
+import ipywidgets as W
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+import attrkit
+from attrkit.insights import AttributionVisualizer, Batch, ImageFeature, explore
+from attrkit.insights import _methods
+from attrkit.testing import TinyImageCNN
+
+CONTROL_TYPES = {"method": W.Dropdown, "target": W.Dropdown, "n_steps": W.IntSlider, "stdevs": W.FloatSlider,
+                 "nt_samples": W.IntSlider, "window": W.IntSlider, "stride": W.IntSlider, "sign": W.Dropdown,
+                 "alpha": W.FloatSlider, "outlier_perc": W.FloatSlider}
+ALWAYS_SHOWN = {"method", "target", "sign", "alpha", "outlier_perc"}
+
+
+@pytest.fixture
+def model():
+    return TinyImageCNN().eval()
+
+
+@pytest.fixture
+def image():
+    return torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Count the attributions actually computed (cache misses)."""
+    seen = []
+    real = _methods.attribute
+
+    def counting(method, *args, **kwargs):
+        seen.append(method)
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(_methods, "attribute", counting)
+    return seen
+
+
+def visible(w):
+    return {name for name, c in w.controls.items() if c.layout.display != "none"}
+
+
+def test_every_control_exists_with_its_type_and_a_description(model, image):
+    w = explore(model, image, debounce=0)
+    assert isinstance(w, W.Widget)
+    assert set(w.controls) == set(CONTROL_TYPES)
+    for name, kind in CONTROL_TYPES.items():
+        assert type(w.controls[name]) is kind, name
+        assert w.controls[name].description == name  # a visible, readable label for every control
+    assert isinstance(w.heatmap, W.Image) and w.heatmap.value[:4] == b"\x89PNG"
+    assert w.attribution.shape == (1, 3, 32, 32) and w.error is None
+
+
+def test_methods_are_class_names_and_missing_ones_are_not_offered(model, image, monkeypatch):
+    offered = explore(model, image, debounce=0).controls["method"].options
+    for method in offered:
+        assert all(getattr(attrkit, name, None) is not None for name in _methods.class_names(method))
+    assert {"Saliency", "IntegratedGradients", "LayerGradCam"} <= set(offered)
+    monkeypatch.delattr(attrkit, "Saliency")
+    offered = explore(model, image, debounce=0).controls["method"].options
+    assert "Saliency" not in offered and "NoiseTunnel(Saliency)" not in offered
+
+
+def test_target_lists_the_top_predictions_first_with_probabilities(model, image):
+    classes = [f"c{i}" for i in range(10)]
+    w = explore(model, image, classes=classes, debounce=0)
+    probs = torch.softmax(model(image[None]), -1)[0].detach()
+    labels, values = zip(*w.controls["target"].options)
+    assert list(values) == probs.argsort(descending=True).tolist()
+    assert w.controls["target"].value == int(probs.argmax())
+    assert labels[0] == f"c{int(probs.argmax())} ({float(probs.max()):.1%})"
+    assert explore(model, image, target="c3", classes=classes, debounce=0).controls["target"].value == 3
+
+
+@pytest.mark.parametrize("method", list(_methods.METHODS))
+def test_each_method_runs_and_shows_only_its_controls(model, image, method):
+    w = explore(model, image, method=method, debounce=0)
+    if w.controls["method"].value != method:
+        pytest.skip(f"{method} is not in attrkit yet")
+    assert w.error is None, w.error
+    assert w.attribution.shape[-2:] == (32, 32) and torch.isfinite(w.attribution).all()
+    assert visible(w) == ALWAYS_SHOWN | set(_methods.METHODS[method])
+
+
+def test_integrated_gradients_is_attrkits_with_the_chosen_settings(model, image):
+    w = explore(model, image, debounce=0)
+    w.controls["n_steps"].value = 7
+    x, target = image[None], w.controls["target"].value
+    expected = attrkit.IntegratedGradients(model).attribute(x, torch.zeros_like(x), target=target, n_steps=7)
+    torch.testing.assert_close(w.attribution, expected)
+
+
+def test_gradcam_uses_the_last_conv_layer_upsampled_to_the_image(model, image):
+    w = explore(model, image, method="LayerGradCam", debounce=0)
+    cam = attrkit.LayerGradCam(model, model.conv2).attribute(image[None], target=w.controls["target"].value,
+                                                             relu_attributions=True)
+    torch.testing.assert_close(w.attribution, attrkit.LayerAttribution.interpolate(cam, (32, 32), "bilinear"))
+
+
+def test_n_steps_and_method_change_the_attribution(model, image):
+    w = explore(model, image, debounce=0)
+    first = w.attribution
+    w.controls["n_steps"].value = 5
+    assert not torch.allclose(w.attribution, first)
+    with_5_steps = w.attribution
+    w.controls["method"].value = "Saliency"
+    assert not torch.allclose(w.attribution, with_5_steps)
+
+
+def test_window_changes_the_attribution(model, image):
+    w = explore(model, image, debounce=0)
+    for method, window in (("Occlusion", 8), ("FeatureAblation", 5)):
+        if method not in w.controls["method"].options:
+            pytest.skip(f"{method} is not in attrkit yet")
+        w.controls["method"].value = method
+        before = w.attribution
+        w.controls["window"].value = window
+        assert w.error is None and not torch.allclose(w.attribution, before), method
+
+
+def test_a_window_larger_than_the_image_shows_a_message_not_a_traceback(model, image):
+    w = explore(model, image, method="Occlusion", debounce=0)
+    if w.controls["method"].value != "Occlusion":
+        pytest.skip("Occlusion is not in attrkit yet")
+    good = w.attribution
+    w.controls["window"].value = 40  # no exception escapes
+    assert "window=40 is larger than the image" in w.error
+    assert "larger than the image" in w.status.value and "Traceback" not in w.status.value
+    assert w.attribution is good  # the last good attribution stays
+    w.controls["window"].value = 8
+    assert w.error is None and "larger" not in w.status.value
+
+
+def test_too_many_forward_passes_are_refused_with_a_message(model):
+    w = explore(model, torch.rand(3, 96, 96), method="Occlusion", debounce=0)
+    if w.controls["method"].value != "Occlusion":
+        pytest.skip("Occlusion is not in attrkit yet")
+    w.controls["window"].value, w.controls["stride"].value = 2, 1
+    assert "forward passes" in w.error
+
+
+def test_going_back_to_a_setting_uses_the_cache(model, image, calls):
+    w = explore(model, image, debounce=0)
+    first = w.attribution
+    w.controls["n_steps"].value = 5
+    w.controls["method"].value = "Saliency"
+    assert len(calls) == 3
+    w.controls["method"].value = "IntegratedGradients"
+    w.controls["n_steps"].value = 20
+    assert w.attribution is first and len(calls) == 3
+    assert "from the cache" in w.status.value
+
+
+def test_display_controls_redraw_without_recomputing(model, image, calls):
+    w = explore(model, image, debounce=0)
+    attribution, png = w.attribution, w.heatmap.value
+    for name, value in (("alpha", 0.2), ("sign", "all"), ("outlier_perc", 10.0)):
+        w.controls[name].value = value
+        assert w.heatmap.value != png, name
+        png = w.heatmap.value
+    assert w.attribution is attribution and len(calls) == 1
+    assert plt.get_fignums() == []  # no figure left open
+
+
+def test_moving_a_slider_quickly_recomputes_once_after_the_pause(model, image, calls):
+    w = explore(model, image, debounce=0.2)
+    for steps in (30, 40, 50):
+        w.controls["n_steps"].value = steps
+    w._timer.join(timeout=30)
+    assert calls == ["IntegratedGradients", "IntegratedGradients"]  # the first view, then n_steps=50 only
+    assert w.error is None
+    assert w._settings()[0] == ("IntegratedGradients", w.controls["target"].value, ("n_steps", 50))
+
+
+def test_a_pil_image_with_a_normalizing_transform(model):
+    pil = Image.fromarray((torch.rand(40, 48, 3) * 255).byte().numpy())
+    transform = T.Compose([T.CenterCrop(32), T.ToTensor(), T.Normalize([0.5] * 3, [0.25] * 3)])
+    w = explore(model, pil, transform=transform, debounce=0)
+    assert w.inputs.shape == (1, 3, 32, 32) and w.inputs.min() < 0
+    shown = T.Compose([T.CenterCrop(32), T.ToTensor()])(pil).permute(1, 2, 0).numpy()
+    assert abs(w.image - shown).max() < 1e-6  # the picture is the crop, not the normalised tensor
+
+
+def make_visualizer(model, n=6):
+    def batches():  # endless, as in Captum's examples
+        g = torch.Generator().manual_seed(0)
+        while True:
+            yield Batch(torch.rand(3, 3, 32, 32, generator=g), torch.randint(0, 10, (3,), generator=g))
+    return AttributionVisualizer(model, [f"c{i}" for i in range(10)],
+                                 [ImageFeature("Photo", baseline_transforms=[lambda x: x * 0], input_transforms=[])],
+                                 batches(), score_func=lambda out: out.softmax(-1), max_examples=n)
+
+
+def test_visualizer_filters_examples_by_correctness_and_predicted_class(model):
+    vis = make_visualizer(model)
+    ui = vis.widget(debounce=0)
+    predicted = [int(s.argmax()) for s in vis.scores()]
+    labels = [e.label for e in vis.examples()]
+    assert len(ui.example.options) == 6 and ui.explorer is not None
+    ui.prediction.value = "correct"
+    assert [i for _, i in ui.example.options] == [i for i in range(6) if predicted[i] == labels[i]]
+    ui.prediction.value = "incorrect"
+    assert [i for _, i in ui.example.options] == [i for i in range(6) if predicted[i] != labels[i]]
+    ui.prediction.value = "all"
+    ui.predicted.value = predicted[0]
+    assert [i for _, i in ui.example.options] == [i for i in range(6) if predicted[i] == predicted[0]]
+    ui.predicted.value = next(c for c in range(10) if c not in predicted)
+    assert ui.example.options == () and ui.explorer is None  # "no example matches", not an error
+
+
+def test_visualizer_keeps_the_settings_across_examples_and_compares_methods(model):
+    ui = make_visualizer(model).widget(debounce=0)
+    ui.explorer.controls["method"].value = "Saliency"
+    ui.example.value = 3
+    assert ui.explorer.controls["method"].value == "Saliency"
+    torch.testing.assert_close(ui.explorer.inputs[0], ui.vis.examples()[3].inputs)
+    ui.compare.value = ("InputXGradient", "LayerGradCam")
+    titles = [panel.children[0].value for panel in ui.gallery.children]
+    assert titles == ["<b>InputXGradient</b>", "<b>LayerGradCam</b>"]
+    assert all(isinstance(panel.children[1], W.Image) for panel in ui.gallery.children)
+
+
+def test_visualizer_pickles_for_the_web_app_even_with_a_generator_dataset(model):
+    vis = make_visualizer(model, n=4)
+    copy = cloudpickle.loads(cloudpickle.dumps(vis))
+    assert copy.dataset is None and len(copy.examples()) == 4
+    torch.testing.assert_close(copy.examples()[2].inputs, vis.examples()[2].inputs)
+
+
+def test_visualizer_rejects_what_it_cannot_show(model):
+    feature = ImageFeature("Photo", None, None)
+    with pytest.raises(ValueError, match="features"):
+        AttributionVisualizer(model, ["a"], [feature, feature], [])
+    with pytest.raises(ValueError, match="use_label_for_attr"):
+        AttributionVisualizer(model, ["a"], feature, [], use_label_for_attr=False)
+
