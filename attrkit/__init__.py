@@ -6,10 +6,30 @@ Swap ``from captum.attr import IntegratedGradients`` for
 from .base import Attribution, GradientAttribution, LayerAttribution, NeuronAttribution, PerturbationAttribution
 from .gradient import GradientShap, InputBaselineXGradient, InputXGradient, IntegratedGradients, Saliency
 from .noise_tunnel import NoiseTunnel
+from .deeplift import DeepLift, DeepLiftShap
+from .backprop import Deconvolution, GuidedBackprop
+from .lrp import LRP, Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule, LayerLRP, PropagationRule
+from .perturbation import FeatureAblation, FeaturePermutation, Occlusion
+from .shapley import KernelShap, Lime, LimeBase, ShapleyValues, ShapleyValueSampling
+from .layer import (GuidedGradCam, InternalInfluence, LayerActivation, LayerConductance, LayerDeepLift,
+                    LayerDeepLiftShap, LayerFeatureAblation, LayerFeaturePermutation, LayerGradCam,
+                    LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients)
+from .neuron import (NeuronConductance, NeuronDeconvolution, NeuronDeepLift, NeuronDeepLiftShap,
+                     NeuronFeatureAblation, NeuronGradient, NeuronGradientShap, NeuronGuidedBackprop,
+                     NeuronIntegratedGradients)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attribution", "GradientAttribution", "PerturbationAttribution", "LayerAttribution", "NeuronAttribution",
     "Saliency", "InputXGradient", "IntegratedGradients", "InputBaselineXGradient", "GradientShap", "NoiseTunnel",
+    "DeepLift", "DeepLiftShap", "GuidedBackprop", "Deconvolution", "LRP", "LayerLRP",
+    "PropagationRule", "EpsilonRule", "GammaRule", "Alpha1_Beta0_Rule", "IdentityRule",
+    "FeatureAblation", "Occlusion", "FeaturePermutation", "ShapleyValueSampling", "ShapleyValues", "Lime",
+    "KernelShap", "LimeBase",
+    "LayerActivation", "LayerGradientXActivation", "LayerConductance", "InternalInfluence", "LayerGradCam",
+    "LayerIntegratedGradients", "LayerGradientShap", "GuidedGradCam",
+    "LayerDeepLift", "LayerDeepLiftShap", "LayerFeatureAblation", "LayerFeaturePermutation",
+    "NeuronGradient", "NeuronIntegratedGradients", "NeuronConductance", "NeuronGradientShap",
+    "NeuronDeepLift", "NeuronDeepLiftShap", "NeuronGuidedBackprop", "NeuronDeconvolution", "NeuronFeatureAblation",
 ]

@@ -22,7 +22,8 @@ class NoiseTunnel(Attribution):
 
     Each example is copied ``nt_samples`` times, Gaussian noise with standard
     deviation ``stdevs`` is added, the wrapped method attributes every copy, and
-    the copies are reduced by ``nt_type``. Per-example ``baselines``, ``target``
+    the copies are reduced by ``nt_type`` (SmoothGrad: Smilkov et al., 2017,
+    https://arxiv.org/abs/1706.03825; VarGrad: Adebayo et al., 2018). Per-example ``baselines``, ``target``
     and ``additional_forward_args`` follow their example; with
     ``draw_baseline_from_distrib=True`` each copy draws its baseline at random from
     the rows of ``baselines``.
