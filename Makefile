@@ -35,9 +35,9 @@ book: $(VENV)/.book
 
 ## the whole test suite: unit tests, notebooks under nbval, the built book and the explorer in headless Chromium
 test: $(VENV)/.dev
+	$(PY) -m pytest tests/unit tests/notebooks
+	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
 	$(PY) book/build.py
-	$(PY) -m pytest tests/unit
-	$(PY) -m pytest --nbval-lax notebooks/ -p no:cacheprovider
 	$(PY) -m pytest tests/browser
 
 lab: $(VENV)/.dev

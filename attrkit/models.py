@@ -162,7 +162,7 @@ def efficientnet_lite0() -> nn.Module:
     negative log-probability of the true breed), resize 256 (bicubic) + centre crop 224:
 
     ====================== ============== =========== ============= ==========================
-    timm variant           normalisation  breed top-1 breed NLL     BatchNorm input mismatch*
+    timm variant           normalisation  breed top-1 breed NLL     BatchNorm input mismatch (*)
     ====================== ============== =========== ============= ==========================
     efficientnet_lite0     ImageNet       0.800       0.948         0.271 / 0.480
     efficientnet_lite0     0.5 / 0.5      0.859       0.660         0.185 / 0.335
@@ -170,9 +170,9 @@ def efficientnet_lite0() -> nn.Module:
     tf_efficientnet_lite0  0.5 / 0.5      0.844       0.591         **0.163 / 0.270**
     ====================== ============== =========== ============= ==========================
 
-    *mean over the 49 BatchNorm layers of |batch mean - running mean| / running std and |log(batch var / running
-    var)|: how far the activations on real photos are from the statistics the weights were trained with (lower
-    is better, and needs no labels). TF padding + [-1, 1] inputs match best on both that and the NLL; top-1
+    (*) mean over the 49 BatchNorm layers of the gap between batch and running means (in running standard
+    deviations) and of the absolute log ratio of batch to running variances: how far the activations on real
+    photos are from the statistics the weights were trained with (lower is better, and needs no labels). TF padding + [-1, 1] inputs match best on both that and the NLL; top-1
     differences (+-1.5 %, 2 images) are within noise at n = 135. With ImageNet mean/std the stem's input
     variance is off by e^1.06 = 2.9x (e^0.34 = 1.4x with 0.5/0.5). Resizing to 224 instead of 256 before the
     224 crop, or bilinear instead of bicubic, moves top-1 by at most 3 points either way; we keep timm's
