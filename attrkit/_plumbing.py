@@ -374,7 +374,10 @@ def weighted_step_sum(values: Tensor, weights: Tensor, n_examples: int) -> Tenso
 
 BATCH_MEMORY_ENV = "ATTRKIT_BATCH_MEMORY_MB"
 DEFAULT_BATCH_MEMORY_MB = 64.0
-CPU_MAX_ROWS = 4096  # on the CPU, bigger batches of small rows fall out of the cache (16k rows: ~1.7x slower)
+# On the CPU, batches whose activations outgrow the cache run slower per row (measured on 2 cores: a
+# 16k-row MLP batch ~1.7x, 226 CIFAR images ~1.3x, 64 ResNet-18 images ~1.35x slower than the best size).
+CPU_MAX_ROWS = 4096
+CPU_ACTIVATION_BUDGET_MB = 8.0  # for the largest activation of one forward pass (2x this L2 cache)
 PROGRESS_AFTER_SECONDS = 5.0
 
 
@@ -463,10 +466,11 @@ def batch_memory_mb(max_batch_memory_mb=None) -> float:
 
 
 def units_per_eval(inputs: tuple[Tensor, ...], args: tuple, n_units: int, aggregate: bool,
-                   perturbations_per_eval=None, max_batch_memory_mb=None) -> int:
+                   perturbations_per_eval=None, max_batch_memory_mb=None, activation_bytes: int = 0) -> int:
     """How many perturbations go into one forward pass: ``perturbations_per_eval`` when given (Captum's
-    meaning), otherwise as many as fit the memory budget (and, on the CPU, ``CPU_MAX_ROWS`` rows). A model
-    that aggregates over the batch gets one."""
+    meaning), otherwise as many as fit the memory budget; on the CPU also at most ``CPU_MAX_ROWS`` rows and
+    ``CPU_ACTIVATION_BUDGET_MB`` for the largest activation (``activation_bytes``: its size for one unit).
+    A model that aggregates over the batch gets one."""
     if perturbations_per_eval is not None:
         k = check_positive_int(perturbations_per_eval, "perturbations_per_eval")
         if aggregate and k > 1:
@@ -479,22 +483,23 @@ def units_per_eval(inputs: tuple[Tensor, ...], args: tuple, n_units: int, aggreg
     unit_bytes = sum(t.numel() * t.element_size() for t in (*inputs, *args) if isinstance(t, Tensor) and t.dim())
     per_eval = budget // max(unit_bytes, 1)
     if inputs[0].device.type == "cpu":
-        per_eval = min(per_eval, CPU_MAX_ROWS // max(batch_size_of(inputs), 1))
+        per_eval = min(per_eval, CPU_MAX_ROWS // max(batch_size_of(inputs), 1),
+                       CPU_ACTIVATION_BUDGET_MB * 2**20 // max(activation_bytes, 1))
     return int(min(max(n_units, 1), max(1, per_eval)))
 
 
 def evaluate_perturbations(forward_func: Callable, build: Callable[[range], tuple], n_units: int, per_eval: int,
                            target=None, args: tuple = (), n_outputs: int = 1, show_progress=None,
-                           desc: str = "perturbations", bar=None, inference: bool = True) -> Tensor:
+                           desc: str = "perturbations") -> Tensor:
     """Run ``forward_func`` on ``build(units)`` for every unit, ``per_eval`` units per forward pass.
 
     Returns the selected outputs as a ``(n_units, n_outputs)`` tensor (a normal tensor, usable with autograd
     later). Forward passes run under ``torch.inference_mode()`` (see :func:`without_grad`).
     ``show_progress``: True / False, or None for a ``tqdm`` bar only in a notebook, and only when the first
-    batch predicts more than a few seconds (``bar``: one the caller opened and closes).
+    batch predicts more than a few seconds.
     """
-    outputs, own_bar = [], bar is None
-    bar = _ProgressBar(n_units, show_progress, desc) if own_bar else bar
+    outputs, inference = [], True
+    bar = _ProgressBar(n_units, show_progress, desc)
     try:
         for start in range(0, n_units, per_eval):
             units = range(start, min(start + per_eval, n_units))
@@ -505,56 +510,30 @@ def evaluate_perturbations(forward_func: Callable, build: Callable[[range], tupl
             outputs.append(_unit_rows(out, k, n_outputs))
             bar.update(k)
     finally:
-        if own_bar:
-            bar.close()
+        bar.close()
     return torch.cat(outputs) if outputs else torch.zeros(0, n_outputs)  # (no units: nothing to place)
 
 
 def evaluate_with_reference(forward_func: Callable, reference_inputs: tuple[Tensor, ...],
-                            build: Callable[[range], tuple], n_units: int, target=None, args: tuple = (), perturbations_per_eval=None,
-                            max_batch_memory_mb=None, show_progress=None, desc: str = "perturbations"):
+                            build: Callable[[range], tuple], n_units: int, target=None, args: tuple = (),
+                            perturbations_per_eval=None, max_batch_memory_mb=None, show_progress=None,
+                            desc: str = "perturbations"):
     """The output on the unperturbed ``reference_inputs`` and on every unit of ``build``.
 
     Returns ``(reference, outputs, aggregate)``: ``reference`` shaped ``(n_outputs,)``, ``outputs``
-    ``(n_units, n_outputs)``. The reference rides along in the first forward pass. If the output there
-    does not have one number per row, the model aggregates over the batch (a loss, say): it is then
-    evaluated one unit at a time (Captum's rule), and ``aggregate`` is True.
+    ``(n_units, n_outputs)``. The reference pass also tells whether the model aggregates over the batch (a
+    loss, say: then it gets one unit at a time, Captum's rule, and ``aggregate`` is True) and, on the CPU,
+    how large its activations are, to size the batches.
     """
     n = batch_size_of(reference_inputs)
-    per_eval = units_per_eval(reference_inputs, args, n_units + 1, False, perturbations_per_eval, max_batch_memory_mb)
-    head = min(per_eval - 1, n_units)  # units evaluated with the reference
-
-    def first_batch():
-        parts = build(range(0, head)) if head else ()
-        rows = tuple(torch.cat([r, p]) for r, p in zip(reference_inputs, parts)) if head else reference_inputs
-        return run_forward(forward_func, rows, expand_target(target, 1 + head), expand_args(args, 1 + head))
-
-    bar = _ProgressBar(n_units + 1, show_progress, desc)
-    try:
-        out, inference = without_grad(first_batch)
-        rows = (1 + head) * n
-        if isinstance(out, Tensor) and out.dim() >= 1 and out.shape[0] == rows and out.numel() == rows:
-            bar.update(1 + head)
-            out = out.reshape(rows)
-            outputs = out[n:].reshape(head, n)
-            if head < n_units:
-                rest = evaluate_perturbations(forward_func, lambda u: build(range(u.start + head, u.stop + head)),
-                                              n_units - head, per_eval, target, args, n, bar=bar, inference=inference)
-                outputs = torch.cat([outputs, rest])
-            return out[:n].clone(), outputs.clone(), False
-        reference = reference_output(forward_func, reference_inputs, target, args)
-        aggregate, n_outputs = output_mode(reference, n)
-        if not aggregate:
-            raise ValueError(f"the model returned shape {tuple(torch.as_tensor(out).shape)} for {rows} rows but "
-                             f"{tuple(reference.shape)} for {n}: its output does not grow with the batch. Pass "
-                             f"`perturbations_per_eval=1`.")
-        per_eval = units_per_eval(reference_inputs, args, n_units, True, perturbations_per_eval, max_batch_memory_mb)
-        bar.update(1)
-        outputs = evaluate_perturbations(forward_func, build, n_units, per_eval, target, args, n_outputs, bar=bar,
-                                         inference=inference)
-        return reference.reshape(n_outputs), outputs, True
-    finally:
-        bar.close()
+    cpu = reference_inputs[0].device.type == "cpu"
+    reference, activation = reference_output(forward_func, reference_inputs, target, args, measure=cpu)
+    aggregate, n_outputs = output_mode(reference, n)
+    per_eval = units_per_eval(reference_inputs, args, n_units, aggregate, perturbations_per_eval,
+                              max_batch_memory_mb, activation)
+    outputs = evaluate_perturbations(forward_func, build, n_units, per_eval, target, args, n_outputs,
+                                     show_progress, desc)
+    return reference.reshape(n_outputs), outputs, aggregate
 
 
 def without_grad(fn: Callable[[], Any], inference: bool = True) -> tuple[Any, bool]:
@@ -571,10 +550,28 @@ def without_grad(fn: Callable[[], Any], inference: bool = True) -> tuple[Any, bo
         return fn(), False
 
 
-def reference_output(forward_func: Callable, inputs: tuple[Tensor, ...], target=None, args: tuple = ()) -> Tensor:
-    """The selected output on the unperturbed ``inputs``, shaped as the model gives it (a normal tensor)."""
-    out, _ = without_grad(lambda: run_forward(forward_func, inputs, target, args))
-    return torch.as_tensor(out).clone()
+def reference_output(forward_func: Callable, inputs: tuple[Tensor, ...], target=None, args: tuple = (),
+                     measure: bool = False):
+    """The selected output on the unperturbed ``inputs``, shaped as the model gives it (a normal tensor).
+
+    With ``measure``, returns ``(output, bytes)``, ``bytes`` the size of the largest activation inside the
+    model during this pass (forward hooks on its modules, removed at once; 0 if it is not a module).
+    """
+    sizes = [0]
+
+    def record(module, _inputs, output):
+        if isinstance(output, Tensor):
+            sizes.append(output.numel() * output.element_size())
+
+    owner = forward_func if isinstance(forward_func, torch.nn.Module) else getattr(forward_func, "__self__", None)
+    modules = list(owner.modules()) if measure and isinstance(owner, torch.nn.Module) else []
+    from ._hooks import hook_handles
+
+    with hook_handles() as handles:
+        handles.extend(m.register_forward_hook(record) for m in modules)
+        out, _ = without_grad(lambda: run_forward(forward_func, inputs, target, args))
+    out = torch.as_tensor(out).clone()
+    return (out, max(sizes)) if measure else out
 
 
 def _unit_rows(out, k: int, n_outputs: int) -> Tensor:

@@ -292,14 +292,16 @@ class Lime(LimeBase):
         masks = _from_zero(P.format_feature_mask(feature_mask, xs))
         n_features = 1 + max(int(m.max()) if m.numel() else -1 for m in masks)
         target, args = P.validate_target(target), P.format_args(additional_forward_args)
-        reference = P.reference_output(self.forward_func, xs, target, args)
+        reference, activation = P.reference_output(self.forward_func, xs, target, args, measure=True)
         aggregate, _ = P.output_mode(reference, P.batch_size_of(xs))
         if aggregate and reference.numel() != 1:
             raise ValueError(f"the model output (after `target`) has shape {tuple(reference.shape)}: Lime explains one "
                              f"number per example, or one for the whole batch.")
         if self.perturb_func is None and hasattr(self.similarity_func, "distance_mode"):
-            coefs = self._fit_all(xs, bs, masks, n_features, aggregate, target, args, n_samples,
-                                  perturbations_per_eval, show_progress, max_batch_memory_mb)
+            per_eval = P.units_per_eval(xs, args, n_samples, aggregate, perturbations_per_eval, max_batch_memory_mb,
+                                        activation)
+            coefs = self._fit_all(xs, bs, masks, n_features, aggregate, target, args, n_samples, per_eval,
+                                  show_progress)
         else:
             coefs = self._fit_each(xs, bs, masks, n_features, aggregate, is_tuple, target, args, n_samples,
                                    perturbations_per_eval, show_progress, max_batch_memory_mb)
@@ -318,8 +320,8 @@ class Lime(LimeBase):
         f = self.similarity_func
         return _exp_kernel(original.float(), perturbed.float(), f.distance_mode, f.kernel_width).T
 
-    def _fit_all(self, xs, bs, masks, n_features, aggregate, target, args, n_samples, perturbations_per_eval,
-                 show_progress, max_batch_memory_mb) -> Tensor:
+    def _fit_all(self, xs, bs, masks, n_features, aggregate, target, args, n_samples, per_eval,
+                 show_progress) -> Tensor:
         """All examples at once: samples drawn together, evaluated in shared batches, fitted together."""
         n = P.batch_size_of(xs)
         rows = 1 if aggregate else n
@@ -334,7 +336,6 @@ class Lime(LimeBase):
             weights[:, units.start:units.stop] = self._weights(chosen, original, flat)
             return tuple(p.flatten(0, 1) for p in perturbed)
 
-        per_eval = P.units_per_eval(xs, args, n_samples, aggregate, perturbations_per_eval, max_batch_memory_mb)
         y = P.evaluate_perturbations(self.forward_func, build, n_samples, per_eval, target, args, rows,
                                      show_progress, type(self).__name__)
         return fit_surrogate(self.interpretable_model, samples.to(y.dtype), y.T, weights.to(y.dtype))

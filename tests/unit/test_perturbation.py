@@ -127,19 +127,27 @@ def _rows(**kwargs):
     return model.rows
 
 
-def test_default_is_one_forward_pass_for_everything():
-    assert _rows() == [66]  # the unperturbed batch and its 10 ablations, 6 rows each
+def test_default_is_one_forward_pass_for_all_perturbations():
+    assert _rows() == [6, 60]  # the unperturbed batch, then its 10 ablations of 6 rows each
 
 
 def test_perturbations_per_eval_keeps_captums_meaning():
-    assert _rows(perturbations_per_eval=3) == [18, 18, 18, 12]  # reference + 2, then 3, 3, 2 ablations
+    assert _rows(perturbations_per_eval=3) == [6, 18, 18, 18, 6]
 
 
 def test_memory_budget_argument_and_environment_variable(monkeypatch):
     assert _rows(max_batch_memory_mb=1e-9) == [6] * 11
     monkeypatch.setenv(P.BATCH_MEMORY_ENV, "1e-9")
     assert _rows() == [6] * 11
-    assert _rows(max_batch_memory_mb=64) == [66]  # the argument wins
+    assert _rows(max_batch_memory_mb=64) == [6, 60]  # the argument wins
+
+
+def test_on_the_cpu_batches_keep_the_activations_small(monkeypatch):
+    monkeypatch.setattr(P, "CPU_ACTIVATION_BUDGET_MB", 12 * 16 * 4 / 2**20)  # 12 rows of MLP()'s widest layer
+    assert _rows() == [6] + [12] * 5
+    monkeypatch.setattr(P, "CPU_MAX_ROWS", 18)
+    monkeypatch.setattr(P, "CPU_ACTIVATION_BUDGET_MB", 64.0)
+    assert _rows() == [6] + [18] * 3 + [6]
 
 
 def test_runs_under_inference_mode_and_returns_normal_tensors():
@@ -169,8 +177,7 @@ def test_model_that_aggregates_the_batch_gets_one_row_of_attributions():
     model = Recorder(BatchTotal())
     attr = FeatureAblation(model).attribute(x)
     torch.testing.assert_close(attr, (x * W[0]).sum(0, keepdim=True))
-    # the first pass (everything at once) shows the output does not grow with the batch; then one at a time
-    assert model.rows == [20] + [4] * 5
+    assert model.rows == [4] * 5  # the batch as it is, then one perturbation per forward pass
     occ = Occlusion(BatchTotal()).attribute(x, (1,))  # 1-element windows: ablation again
     torch.testing.assert_close(occ, attr)
 
