@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import _plumbing as P
+from . import _batching as B
 from ._layer import LayerBase, LayerSpace
 from .base import PerturbationAttribution
 from .perturbation import FeatureAblation, FeaturePermutation
@@ -27,7 +28,7 @@ def _on_layer(attribution: LayerBase, inputs, additional_forward_args, attribute
 
 def _layer_mask(layer_mask, space: LayerSpace):
     """``layer_mask`` checked against the layer's activations (so that errors name it)."""
-    return None if layer_mask is None else P.format_feature_mask(layer_mask, space.inputs, "layer_mask")
+    return None if layer_mask is None else B.format_feature_mask(layer_mask, space.inputs, "layer_mask")
 
 
 class LayerFeatureAblation(LayerBase, PerturbationAttribution):

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from . import _plumbing as P
+from . import _batching as B
 from .base import PerturbationAttribution
 
 
@@ -71,7 +72,7 @@ class FeatureAblation(PerturbationAttribution):
 
         diffs = _differences(self.forward_func, xs, build, len(ids), target, additional_forward_args,
                              perturbations_per_eval, show_progress, max_batch_memory_mb, masks, type(self).__name__)
-        return P.restore(P.spread_units(diffs, maps, xs), is_tuple)
+        return P.restore(B.spread_units(diffs, maps, xs), is_tuple)
 
 
 class Occlusion(FeatureAblation):
@@ -169,7 +170,7 @@ class FeaturePermutation(FeatureAblation):
 
         diffs = _differences(self.forward_func, xs, build, len(ids), target, additional_forward_args,
                              perturbations_per_eval, show_progress, max_batch_memory_mb, masks, "FeaturePermutation")
-        return P.restore(P.spread_units(diffs, maps, xs), is_tuple)
+        return P.restore(B.spread_units(diffs, maps, xs), is_tuple)
 
 
 # --------------------------------------------------------------------------- shared by the three
@@ -178,7 +179,7 @@ def _differences(forward_func, xs, build, n_units, target, additional_forward_ar
     """``F(x) - F(unit u)`` for every unit: shape ``(rows, n_units)``, rows = examples (or the outputs of a
     model that aggregates over the batch)."""
     target, args = P.validate_target(target), P.format_args(additional_forward_args)
-    reference, outputs, aggregate = P.evaluate_with_reference(
+    reference, outputs, aggregate = B.evaluate_with_reference(
         forward_func, xs, _unit_major(build), n_units, target, args, perturbations_per_eval, max_batch_memory_mb,
         show_progress, desc)
     if aggregate and any(m.shape[0] != 1 for m in masks):
@@ -189,11 +190,11 @@ def _differences(forward_func, xs, build, n_units, target, additional_forward_ar
 
 def _features(feature_mask, xs):
     """The masks, the distinct feature ids (one unit each), and the masks with ids replaced by unit numbers."""
-    masks = P.format_feature_mask(feature_mask, xs)
+    masks = B.format_feature_mask(feature_mask, xs)
     if feature_mask is None:  # every scalar its own feature, numbered 0, 1, ... already
         return masks, torch.arange(sum(m.numel() for m in masks), device=masks[0].device), masks
-    ids = P.feature_ids(masks)
-    return masks, ids, P.unit_maps(masks, ids)
+    ids = B.feature_ids(masks)
+    return masks, ids, B.unit_maps(masks, ids)
 
 
 def _unit_major(build):

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from . import _plumbing as P
+from . import _batching as B
 from .base import PerturbationAttribution
 from .surrogates import Lasso, LinearRegression, Ridge, fit_surrogate, solver_dtype
 
@@ -130,7 +131,7 @@ class _Game:
         self.forward_func = forward_func
         self.xs, self.is_tuple = P.as_tuple(inputs)
         self.bs = P.format_baselines(baselines, self.xs)
-        self.masks = P.format_feature_mask(feature_mask, self.xs)
+        self.masks = B.format_feature_mask(feature_mask, self.xs)
         if any(m.numel() and m.min() < 0 for m in self.masks):
             raise ValueError("`feature_mask` ids must be non-negative integers (0 .. number of features - 1).")
         self.n_features = 1 + max(int(m.max()) if m.numel() else -1 for m in self.masks)
@@ -146,7 +147,7 @@ class _Game:
             return tuple(torch.where(members[:, m], x.unsqueeze(0), b.unsqueeze(0)).flatten(0, 1)
                          for x, b, m in zip(self.xs, self.bs, self.masks))
 
-        empty, values, aggregate = P.evaluate_with_reference(
+        empty, values, aggregate = B.evaluate_with_reference(
             self.forward_func, self.bs, build, n_units, self.target, self.args, perturbations_per_eval,
             max_batch_memory_mb, show_progress, desc)
         if aggregate and any(m.shape[0] != 1 for m in self.masks):
@@ -155,7 +156,7 @@ class _Game:
         return empty, values
 
     def spread(self, values: Tensor):
-        return P.restore(P.spread_units(values, self.masks, self.xs), self.is_tuple)
+        return P.restore(B.spread_units(values, self.masks, self.xs), self.is_tuple)
 
 
 # --------------------------------------------------------------------------- LIME and KernelSHAP
@@ -225,8 +226,8 @@ class LimeBase(PerturbationAttribution):
         def build(units: range):
             return tuple(torch.cat(parts) for parts in zip(*stacked[units.start:units.stop]))
 
-        per_eval = P.units_per_eval(stacked[0], args, len(stacked), False, perturbations_per_eval, max_batch_memory_mb)
-        y = P.evaluate_perturbations(self.forward_func, build, len(stacked), per_eval, target, args, 1,
+        per_eval = B.units_per_eval(stacked[0], args, len(stacked), False, perturbations_per_eval, max_batch_memory_mb)
+        y = B.evaluate_perturbations(self.forward_func, build, len(stacked), per_eval, target, args, 1,
                                      show_progress, type(self).__name__)
         X = torch.cat([torch.as_tensor(i).reshape(1, -1) for i in interps]).to(device=xs[0].device, dtype=y.dtype)
         w = torch.as_tensor(weights, dtype=y.dtype, device=xs[0].device).reshape(1, -1)
@@ -289,16 +290,16 @@ class Lime(LimeBase):
         n_samples = P.check_positive_int(n_samples, "n_samples")
         xs, is_tuple = P.as_tuple(inputs)
         bs = P.format_baselines(baselines, xs)
-        masks = _from_zero(P.format_feature_mask(feature_mask, xs))
+        masks = _from_zero(B.format_feature_mask(feature_mask, xs))
         n_features = 1 + max(int(m.max()) if m.numel() else -1 for m in masks)
         target, args = P.validate_target(target), P.format_args(additional_forward_args)
-        reference, activation = P.reference_output(self.forward_func, xs, target, args, measure=True)
-        aggregate, _ = P.output_mode(reference, P.batch_size_of(xs))
+        reference, activation = B.reference_output(self.forward_func, xs, target, args, measure=True)
+        aggregate, _ = B.output_mode(reference, P.batch_size_of(xs))
         if aggregate and reference.numel() != 1:
             raise ValueError(f"the model output (after `target`) has shape {tuple(reference.shape)}: Lime explains one "
                              f"number per example, or one for the whole batch.")
         if self.perturb_func is None and hasattr(self.similarity_func, "distance_mode"):
-            per_eval = P.units_per_eval(xs, args, n_samples, aggregate, perturbations_per_eval, max_batch_memory_mb,
+            per_eval = B.units_per_eval(xs, args, n_samples, aggregate, perturbations_per_eval, max_batch_memory_mb,
                                         activation)
             coefs = self._fit_all(xs, bs, masks, n_features, aggregate, target, args, n_samples, per_eval,
                                   show_progress)
@@ -307,7 +308,7 @@ class Lime(LimeBase):
                                    perturbations_per_eval, show_progress, max_batch_memory_mb)
         if not return_input_shape:
             return coefs
-        return P.restore(P.spread_units(coefs, tuple(m[:len(coefs)] for m in masks), xs), is_tuple)
+        return P.restore(B.spread_units(coefs, tuple(m[:len(coefs)] for m in masks), xs), is_tuple)
 
     def _draw(self, rows: int, n_samples: int, n_features: int, device) -> Tensor:
         """Interpretable samples ``(rows, n_samples, n_features)``: each feature kept with probability 1/2
@@ -336,7 +337,7 @@ class Lime(LimeBase):
             weights[:, units.start:units.stop] = self._weights(chosen, original, flat)
             return tuple(p.flatten(0, 1) for p in perturbed)
 
-        y = P.evaluate_perturbations(self.forward_func, build, n_samples, per_eval, target, args, rows,
+        y = B.evaluate_perturbations(self.forward_func, build, n_samples, per_eval, target, args, rows,
                                      show_progress, type(self).__name__)
         return fit_surrogate(self.interpretable_model, samples.to(y.dtype), y.T, weights.to(y.dtype))
 

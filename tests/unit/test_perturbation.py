@@ -6,6 +6,7 @@ from torch import nn
 
 from attrkit import FeatureAblation, FeaturePermutation, Occlusion
 from attrkit import _plumbing as P
+from attrkit import _batching as B
 from attrkit.testing import MLP, LinearModel, SmallCNN, TwoInputModel
 
 W = torch.tensor([[1.0, -2.0, 3.0, 0.5], [0.0, 4.0, -1.0, 2.0]])
@@ -108,15 +109,15 @@ def test_permutation_never_uses_the_identity():
         torch.testing.assert_close(attr, W[1] * (x - x.flip(0)))  # two examples: the only shuffle is a swap
 
 
-# --------------------------------------------------------------------------- the shared pieces in _plumbing
+# --------------------------------------------------------------------------- the shared pieces in _batching
 def test_feature_ids_in_captums_order_and_spread_back():
-    masks = P.format_feature_mask((torch.tensor([9, 2, 2]), torch.tensor([[5, 9, 1]])), (torch.ones(2, 3),) * 2)
-    ids = P.feature_ids(masks)
+    masks = B.format_feature_mask((torch.tensor([9, 2, 2]), torch.tensor([[5, 9, 1]])), (torch.ones(2, 3),) * 2)
+    ids = B.feature_ids(masks)
     assert ids.tolist() == [2, 9, 1, 5]  # the first input's ids ascending, then the new ones of the next
-    maps = P.unit_maps(masks, ids)
+    maps = B.unit_maps(masks, ids)
     assert [m.tolist() for m in maps] == [[[1, 0, 0]], [[3, 1, 2]]]
     values = torch.tensor([[10.0, 20.0, 30.0, 40.0], [1.0, 2.0, 3.0, 4.0]])
-    spread = P.spread_units(values, maps, (torch.ones(2, 3),) * 2)
+    spread = B.spread_units(values, maps, (torch.ones(2, 3),) * 2)
     assert [t.tolist() for t in spread] == [[[20, 10, 10], [2, 1, 1]], [[40, 20, 30], [4, 2, 3]]]
 
 
@@ -137,16 +138,16 @@ def test_perturbations_per_eval_keeps_captums_meaning():
 
 def test_memory_budget_argument_and_environment_variable(monkeypatch):
     assert _rows(max_batch_memory_mb=1e-9) == [6] * 11
-    monkeypatch.setenv(P.BATCH_MEMORY_ENV, "1e-9")
+    monkeypatch.setenv(B.BATCH_MEMORY_ENV, "1e-9")
     assert _rows() == [6] * 11
     assert _rows(max_batch_memory_mb=64) == [6, 60]  # the argument wins
 
 
 def test_on_the_cpu_batches_keep_the_activations_small(monkeypatch):
-    monkeypatch.setattr(P, "CPU_ACTIVATION_BUDGET_MB", 12 * 16 * 4 / 2**20)  # 12 rows of MLP()'s widest layer
+    monkeypatch.setattr(B, "CPU_ACTIVATION_BUDGET_MB", 12 * 16 * 4 / 2**20)  # 12 rows of MLP()'s widest layer
     assert _rows() == [6] + [12] * 5
-    monkeypatch.setattr(P, "CPU_MAX_ROWS", 18)
-    monkeypatch.setattr(P, "CPU_ACTIVATION_BUDGET_MB", 64.0)
+    monkeypatch.setattr(B, "CPU_MAX_ROWS", 18)
+    monkeypatch.setattr(B, "CPU_ACTIVATION_BUDGET_MB", 64.0)
     assert _rows() == [6] + [18] * 3 + [6]
 
 
@@ -205,8 +206,8 @@ def test_progress_bar_on_request_and_automatic_only_in_notebooks(capsys, monkeyp
     assert "FeatureAblation" in capsys.readouterr().err
     FeatureAblation(MLP()).attribute(x, target=0, perturbations_per_eval=1)
     assert capsys.readouterr().err == ""  # automatic mode, not in a notebook: silent
-    monkeypatch.setattr(P, "_in_notebook", lambda: True)
-    monkeypatch.setattr(P, "PROGRESS_AFTER_SECONDS", 0.0)
+    monkeypatch.setattr(B, "_in_notebook", lambda: True)
+    monkeypatch.setattr(B, "PROGRESS_AFTER_SECONDS", 0.0)
     FeatureAblation(MLP()).attribute(x, target=0, perturbations_per_eval=1)
     assert "FeatureAblation" in capsys.readouterr().err
     FeatureAblation(MLP()).attribute(x, target=0, perturbations_per_eval=1, show_progress=False)
@@ -241,8 +242,8 @@ def test_ablation_bad_input_is_named(kwargs, error, name):
 
 
 def test_bad_environment_variable_is_named(monkeypatch):
-    monkeypatch.setenv(P.BATCH_MEMORY_ENV, "lots")
-    with pytest.raises(ValueError, match=P.BATCH_MEMORY_ENV):
+    monkeypatch.setenv(B.BATCH_MEMORY_ENV, "lots")
+    with pytest.raises(ValueError, match=B.BATCH_MEMORY_ENV):
         FeatureAblation(LinearModel(W)).attribute(torch.randn(2, 4), target=0)
 
 
