@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import os
 import re
 import shutil
 import subprocess
@@ -140,7 +139,6 @@ def main(argv=None) -> int:
     parser.add_argument("--no-gallery", action="store_true", help="skip the gallery variations")
     parser.add_argument("--no-html", action="store_true", help="execute only, do not run jupyter-book")
     args = parser.parse_args(argv)
-    os.environ.setdefault("MPLBACKEND", "Agg")
 
     GENERATED.mkdir(exist_ok=True)
     (GENERATED / "algorithms.md").write_text(algorithms_table())

@@ -8,6 +8,9 @@ SHOTS = ROOT / "book" / "_build" / "screenshots"
 PAGES = ["intro", "notebooks/01_toy_model", "notebooks/02_imagenet_penguin_swan", "notebooks/03_fastai_pets",
          "gallery/index", "reference/gradient", "performance", "data_sources"]
 pytestmark = pytest.mark.browser
+# figures each executed notebook draws at its default parameters (plots, heat maps, fastai's views)
+MIN_FIGURES = {"notebooks/01_toy_model": 2, "notebooks/02_imagenet_penguin_swan": 12,
+               "notebooks/03_fastai_pets": 6}
 
 
 @pytest.mark.parametrize("page_name", PAGES)
@@ -26,7 +29,8 @@ def test_page_renders(browser, static_server, page_name):
         assert "Traceback (most recent call last)" not in text
         assert "Error" not in page.eval_on_selector_all(".output.traceback, .output.error", "e => e.length ? 'Error' : ''")
         if page_name.startswith("notebooks/"):
-            assert page.eval_on_selector_all("main img", "imgs => imgs.length") > 0, "a notebook page without figures"
+            figures = page.eval_on_selector_all(".cell_output img", "imgs => imgs.length")
+            assert figures >= MIN_FIGURES[page_name], f"{page_name}: {figures} figures in cell outputs"
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / f"{page_name.replace('/', '__')}.png"), full_page=True)
     finally:
