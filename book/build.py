@@ -30,9 +30,9 @@ NOTEBOOKS = ["01_toy_model", "02_imagenet_penguin_swan", "03_fastai_pets"]
 # (page name, title, source notebook, parameters): the same notebook, other settings.
 GALLERY_PAGES = [
     ("swan_small_occlusion", "The swan with a fine occlusion grid", "02_imagenet_penguin_swan",
-     {"photos": ["swan"], "occlusion_windows": [32, 16], "run_quality_checks": False}),
+     {"photos": ["swan"], "occlusion_windows": [32, 16]}),
     ("penguin_more_steps", "The penguins with 200 integration steps and more noise samples", "02_imagenet_penguin_swan",
-     {"photos": ["penguin"], "ig_steps": 200, "nt_samples": 16, "run_quality_checks": False}),
+     {"photos": ["penguin"], "ig_steps": 200, "nt_samples": 16}),
 ]
 
 
