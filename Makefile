@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: book test lab bench notebooks html clean help
+.PHONY: book test nbval lab bench notebooks html clean help
 
 help:
 	@echo "make book   install .[book], execute the notebooks, build book/_build/html"
@@ -33,12 +33,16 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.book
 book: $(VENV)/.book
 	$(PY) book/build.py
 
-## the whole test suite: unit tests, notebooks under nbval, the built book and the explorer in headless Chromium
+## the whole test suite: unit tests, the notebooks (executed once, by papermill for the book: a failing cell or
+## check fails the run), the built book and the explorer in headless Chromium.
+## `make nbval` runs the notebooks under nbval instead, without building the book.
 test: $(VENV)/.dev
 	$(PY) -m pytest tests/unit tests/notebooks
-	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
 	$(PY) book/build.py
 	$(PY) -m pytest tests/browser
+
+nbval: $(VENV)/.dev
+	$(PY) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
 
 lab: $(VENV)/.dev
 	$(VENV)/bin/jupyter lab notebooks/

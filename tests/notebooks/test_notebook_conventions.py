@@ -53,3 +53,10 @@ def test_never_imports_captum(nb):
 def test_ends_with_summary(nb):
     text = "\n".join(_src(c) for c in nb["cells"] if c["cell_type"] == "markdown")
     assert "## Summary" in text
+
+
+def test_no_cell_is_expected_to_fail(nb):
+    """`make test` executes each notebook once, with papermill for the book, which fails on any error output:
+    a teaching cell that shows an error catches it and prints it instead of tagging `raises-exception`."""
+    for cell in _code(nb):
+        assert "raises-exception" not in cell["metadata"].get("tags", [])
