@@ -8,12 +8,12 @@ from .gradient import GradientShap, InputBaselineXGradient, InputXGradient, Inte
 from .noise_tunnel import NoiseTunnel
 from .deeplift import DeepLift, DeepLiftShap
 from .backprop import Deconvolution, GuidedBackprop
-from .lrp import LRP, Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule, LayerLRP, PropagationRule
+from .lrp import LRP, Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule, PropagationRule
 from .perturbation import FeatureAblation, FeaturePermutation, Occlusion
 from .shapley import KernelShap, Lime, LimeBase, ShapleyValues, ShapleyValueSampling
 from .layer import (GuidedGradCam, InternalInfluence, LayerActivation, LayerConductance, LayerDeepLift,
                     LayerDeepLiftShap, LayerFeatureAblation, LayerFeaturePermutation, LayerGradCam,
-                    LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients)
+                    LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients, LayerLRP)
 from .neuron import (NeuronConductance, NeuronDeconvolution, NeuronDeepLift, NeuronDeepLiftShap,
                      NeuronFeatureAblation, NeuronGradient, NeuronGradientShap, NeuronGuidedBackprop,
                      NeuronIntegratedGradients)

@@ -4,20 +4,25 @@ Everything that touches a model from the outside lives here:
 
 * :func:`hook_handles` — a list that collects hook handles and removes them all
   on exit, also when an exception is raised;
-* :func:`model_state_kept` — the model's train/eval flags and parameters'
-  ``requires_grad`` flags come back exactly as they were;
+* :func:`module_of` — the ``nn.Module`` behind a ``forward_func`` (the model, or the
+  owner of a bound method such as ``model.forward``);
 * :func:`capture` and :func:`replace` — record, or substitute, what a layer
   produces (or receives) during a forward pass;
+* :func:`layer_gradients` — the one "gradient with respect to a layer" (one layer or
+  several, optionally under modified backward rules) that every layer method,
+  DeepLift at a layer, LayerLRP and NeuronConductance use;
 * :func:`layer_as_variable` and :func:`neuron_objective` — the two re-rootings
   that turn every primary method into a layer or a neuron method.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Callable, ContextManager, Iterator
 
 import torch
 from torch import Tensor, nn
+
+from ._plumbing import batch_size_of, per_example, run_forward
 
 
 # --------------------------------------------------------------------------- handles and state
@@ -32,26 +37,13 @@ def hook_handles() -> Iterator[list]:
             h.remove()
 
 
-def _modules_of(forward_func) -> list[nn.Module]:
+def module_of(forward_func) -> nn.Module | None:
+    """The ``nn.Module`` behind ``forward_func``: itself, the owner of a bound method
+    (``model.forward``), or None for any other callable."""
     if isinstance(forward_func, nn.Module):
-        return list(forward_func.modules())
-    owner = getattr(forward_func, "__self__", None)  # a bound method such as model.forward
-    return list(owner.modules()) if isinstance(owner, nn.Module) else []
-
-
-@contextmanager
-def model_state_kept(forward_func):
-    """Restore train/eval mode and parameters' ``requires_grad`` after the block."""
-    modules = _modules_of(forward_func)
-    modes = [(m, m.training) for m in modules]
-    params = [(p, p.requires_grad) for m in modules for p in m.parameters(recurse=False)]
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-        for p, flag in params:
-            p.requires_grad_(flag)
+        return forward_func
+    owner = getattr(forward_func, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
 
 
 # --------------------------------------------------------------------------- layer capture / replacement
@@ -161,27 +153,42 @@ def layer_values(
 
 
 def layer_gradients(
-    forward_func: Callable, layer: nn.Module, inputs: tuple, target=None, args: tuple = (), attribute_to_input=False
-) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-    """Gradient of each example's selected output w.r.t. the layer, and the layer's values (detached).
+    forward_func: Callable, layer, inputs: tuple, target=None, args: tuple = (), attribute_to_input: bool = False,
+    rules: ContextManager | None = None, retain_graph: bool = False,
+):
+    """Gradient of each example's selected output with respect to a layer's output (or input), and the
+    layer's values, from one forward pass.
 
-    The inputs are detached first: the caller's tensors and flags are never touched.
+    ``layer`` is a module, or a list (or tuple) of modules: then both results are lists with one entry per
+    layer. Each entry is a tuple over the tensors the layer produces (or receives); a layer the output does
+    not depend on gets zeros. ``rules`` is a context that changes the backward pass while the forward pass
+    and the gradient run (e.g. ``rule_set.applied(model)`` of :mod:`attrkit._rules`).
+
+    By default the inputs are detached first (the caller's tensors and flags are never touched) and the
+    values come back detached. With ``retain_graph=True`` the inputs are used as given and the values keep
+    their graph, so the caller can differentiate further (with respect to inputs that require a gradient).
     """
-    from ._plumbing import batch_size_of, per_example, select_target
+    several = isinstance(layer, (list, tuple))
+    layers = list(layer) if several else [layer]
+    if not retain_graph:
+        inputs = tuple(x.detach() if isinstance(x, Tensor) else x for x in inputs)
+    with ExitStack() as stack, torch.enable_grad():
+        if rules is not None:
+            stack.enter_context(rules)
+        records = [stack.enter_context(capture(m, attribute_to_input, require_grad=True)) for m in layers]
+        out = per_example(run_forward(forward_func, inputs, target, args), batch_size_of(inputs))
+        values = [tuple(v for v in record.single() if isinstance(v, Tensor)) for record in records]
+        wrt = [v for vs in values for v in vs if v.requires_grad]
+        found = torch.autograd.grad(out.sum(), wrt, retain_graph=retain_graph, allow_unused=True) if wrt else ()
+    by_id = dict(zip(map(id, wrt), found))
+    grads = [tuple(_or_zeros(by_id.get(id(v)), v) for v in vs) for vs in values]
+    if not retain_graph:
+        values = [tuple(v.detach() for v in vs) for vs in values]
+    return (grads, values) if several else (grads[0], values[0])
 
-    inputs = tuple(x.detach() if isinstance(x, Tensor) else x for x in inputs)
-    with torch.enable_grad(), capture(layer, attribute_to_input, require_grad=True) as rec:
-        out = select_target(forward_func(*inputs, *args), target)
-        values = rec.single()
-        out = per_example(out, batch_size_of(inputs))
-        wrt = [v for v in values if v.requires_grad]
-        grads = iter(torch.autograd.grad(out.sum(), wrt, allow_unused=True) if wrt else ())
-    grads = tuple(_zero_if_none(next(grads), v) if v.requires_grad else torch.zeros_like(v) for v in values)
-    return grads, tuple(v.detach() for v in values)
 
-
-def _zero_if_none(g, like):
-    return torch.zeros_like(like) if g is None else g
+def _or_zeros(gradient: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if gradient is None else gradient
 
 
 class ModelFunction(nn.Module):
@@ -193,8 +200,8 @@ class ModelFunction(nn.Module):
 
     def __init__(self, forward_func: Callable, fn: Callable):
         super().__init__()
-        model = forward_func if isinstance(forward_func, nn.Module) else getattr(forward_func, "__self__", None)
-        if isinstance(model, nn.Module):
+        model = module_of(forward_func)
+        if model is not None:
             self.model = model
         self.fn = fn
 

@@ -1,185 +1,22 @@
-"""Modified backward passes: one mechanism, and guided backprop and deconvolution on top of it.
+"""Guided backpropagation and deconvolution: the gradient with the ReLUs' backward pass overridden.
 
-DeepLift, guided backpropagation, deconvolution and LRP all run the model
-forward as usual and change only how the gradient flows *backward* through some
-modules. Here is the one way attrkit does that:
-
-* a **rule** (:class:`BackwardRule`) is a small object with two methods:
-  ``forward(module, x, y)`` looks at one call's input and output and returns
-  whatever it needs later; ``backward(state, grad)`` receives the gradient
-  arriving at that call's output and says where it goes:
-  ``(to_input, through_module)`` — the first goes straight to the module's input,
-  the second goes through the module's own derivative (either may be ``None``);
-* :func:`rules_applied` puts a forward hook on every module that has a rule. At
-  *each call* the hook wraps the output in a tiny autograd function whose
-  backward asks the rule. Reused modules (ResNet calls one ``ReLU`` twice per
-  block) therefore get one rule application per call, and the forward values
-  are never changed;
-* in-place modules (``ReLU(inplace=True)``) would overwrite the input the rule
-  needs, so their ``inplace`` flag is switched off while the hooks are in place
-  and switched back on afterwards, also when an error is raised. (A custom module
-  that works in place needs such an ``inplace`` attribute; every ``torch.nn``
-  activation has one.)
-
-After that, the ordinary :func:`attrkit._plumbing.gradients` does the rest.
-
-Nonlinearities called as functions inside ``forward()`` (``torch.relu(x)``,
-``F.relu(x)``, ``x.sigmoid()``) have no module to hook. attrkit treats them as
-Captum does — their ordinary gradient is used — and warns, naming the function
-and the module whose ``forward`` calls it, so you can replace it with a module.
+Both are one :class:`~attrkit._rules.RuleSet` each over the backward-rule mechanism of
+:mod:`attrkit._rules` (shared with DeepLift and LRP): a rule on every ``nn.ReLU`` /
+``nn.ReLU6`` module, applied at every call (reused and in-place modules included).
+ReLUs called as functions inside ``forward()`` keep their ordinary gradient, as in
+Captum, with a warning that names them.
 """
 from __future__ import annotations
-
-import os
-import sys
-import warnings
-from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
 from . import _plumbing as P
-from ._hooks import hook_handles
-from .base import GradientAttribution
+from ._rules import BackwardRule, RuleSet, rules_applied  # noqa: F401 - rules_applied: the historical import path
+from .base import GradientAttribution, require_module
 
-
-# --------------------------------------------------------------------------- the mechanism
-class BackwardRule:
-    """How the gradient passes back through one call of a module.
-
-    Subclasses override :meth:`forward` (what to remember from the forward pass)
-    and :meth:`backward` (where the output gradient goes). The default passes the
-    gradient through the module's own derivative, i.e. changes nothing.
-    """
-
-    def forward(self, module: nn.Module, x: Tensor, y: Tensor):
-        """Called once per module call with its (detached) input ``x`` and output ``y``."""
-        return None
-
-    def backward(self, state, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """Return ``(gradient for the input directly, gradient sent through the module)``."""
-        return None, grad
-
-
-class _Rewired(torch.autograd.Function):
-    """Returns the module's output unchanged; in the backward pass the rule decides."""
-
-    @staticmethod
-    def forward(ctx, x, y, rule, state):
-        ctx.rule, ctx.state = rule, state
-        return y.clone()  # a fresh tensor, so later in-place operations cannot touch `y`
-
-    @staticmethod
-    def backward(ctx, grad):
-        to_input, through_module = ctx.rule.backward(ctx.state, grad)
-        return to_input, through_module, None, None
-
-
-@contextmanager
-def rules_applied(model: nn.Module, rule_for: Callable[[nn.Module], BackwardRule | None]) -> Iterator[dict]:
-    """Apply ``rule_for(module)`` to every call of every module of ``model`` that gets a rule.
-
-    Yields ``{module: name}`` of the modules with a rule. Hooks are removed and
-    ``inplace`` flags restored when the block ends, also after an error.
-    """
-    hooked: dict[nn.Module, str] = {}
-    switched: list[nn.Module] = []
-    with hook_handles() as handles:
-        try:
-            for name, module in model.named_modules():
-                rule = rule_for(module)
-                if rule is None:
-                    continue
-                hooked[module] = name or type(module).__name__
-                if getattr(module, "inplace", False) is True:
-                    module.inplace = False
-                    switched.append(module)
-                handles.append(module.register_forward_hook(_rewiring_hook(rule, hooked[module])))
-            yield hooked
-        finally:
-            for module in switched:
-                module.inplace = True
-
-
-def _rewiring_hook(rule: BackwardRule, name: str):
-    def hook(module, args, out):
-        x = args[0] if args else None
-        if not isinstance(x, Tensor) or not isinstance(out, Tensor):
-            raise TypeError(
-                f"module `{name}` ({type(module).__name__}) must take a tensor and return a tensor for its "
-                f"backward rule; it returned {type(out).__name__}."
-            )
-        state = rule.forward(module, x.detach(), out.detach())
-        return _Rewired.apply(x, out, rule, state)
-
-    return hook
-
-
-# --------------------------------------------------------------------------- functional nonlinearities
 _RELU_FUNCTIONS = {F.relu, F.relu_, torch.relu, torch.relu_, Tensor.relu, Tensor.relu_, F.relu6}
-
-
-class _FunctionalCallsSeen(TorchFunctionMode):
-    """Notes calls of ``watched`` torch functions made outside the hooked modules."""
-
-    def __init__(self, watched: set, hooked: dict):
-        super().__init__()
-        self.watched, self.hooked, self.seen = watched, hooked, {}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self.watched:
-            caller = _innermost_module()
-            if caller not in self.hooked:
-                self.seen.setdefault(_function_name(func), type(caller).__name__ if caller else "forward_func")
-        return func(*args, **(kwargs or {}))
-
-
-def _innermost_module() -> nn.Module | None:
-    """The module whose ``forward`` is running (walks the Python stack; only used when warning)."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, nn.Module):
-            return owner
-        frame = frame.f_back
-    return None
-
-
-def _function_name(func) -> str:
-    if "functional" in (getattr(func, "__module__", None) or ""):
-        return f"F.{func.__name__}"
-    owner = getattr(func, "__objclass__", None)
-    is_method = isinstance(owner, type) and issubclass(Tensor, owner)
-    return f"Tensor.{func.__name__}" if is_method else f"torch.{func.__name__}"
-
-
-@contextmanager
-def functional_calls_warned(method: str, watched: set, hooked: dict, what: str):
-    """Warn once (per call of ``attribute``) about nonlinearities called as functions."""
-    spy = _FunctionalCallsSeen(watched, hooked)
-    with spy:
-        yield
-    if spy.seen:
-        calls = " and ".join(f"{f} (in {owner}.forward)" for f, owner in spy.seen.items())
-        verb = "is a function, not a module" if len(spy.seen) == 1 else "are functions, not modules"
-        warnings.warn(
-            f"{method}: {calls} {verb}, so no hook can change the backward pass there and the "
-            f"ordinary gradient is used (as in Captum). {what}",
-            stacklevel=_first_caller_outside_attrkit(),
-        )
-
-
-def _first_caller_outside_attrkit() -> int:
-    """The ``stacklevel`` that points a warning at the user's line."""
-    here = os.path.dirname(__file__)
-    frame, level = sys._getframe(1), 1
-    while frame is not None and (frame.f_code.co_filename.startswith(here) or "contextlib" in frame.f_code.co_filename):
-        frame, level = frame.f_back, level + 1
-    return level
-
 
 # --------------------------------------------------------------------------- guided backprop / deconvolution
 class _GuidedRule(BackwardRule):
@@ -199,26 +36,24 @@ class _DeconvRule(BackwardRule):
 RELU_MODULES = (nn.ReLU, nn.ReLU6)
 
 
-class _ReluOverride(GradientAttribution):
-    """The gradient of the target with the backward pass of every ReLU module overridden."""
+def _relu_rules(rule: BackwardRule, method: str) -> RuleSet:
+    return RuleSet(lambda m: rule if isinstance(m, RELU_MODULES) else None, method, _RELU_FUNCTIONS,
+                   "Use nn.ReLU modules in the model so their gradients can be overridden.")
 
-    _rule: BackwardRule
+
+class _ReluOverride(GradientAttribution):
+    """The gradient of the target with the backward pass of every ReLU module overridden (``_rules``)."""
+
+    _rules: RuleSet
 
     def __init__(self, model: nn.Module):
-        if not isinstance(model, nn.Module):
-            raise TypeError(
-                f"`model` must be a torch.nn.Module (its ReLU modules are hooked), got {type(model).__name__}."
-            )
-        super().__init__(model)
+        super().__init__(require_module(model, type(self).__name__, "its ReLU modules are hooked"))
         self.model = model
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
         xs, is_tuple = P.as_tuple(inputs)
         target, args = P.validate_target(target), P.format_args(additional_forward_args)
-        rule_for = lambda m: self._rule if isinstance(m, RELU_MODULES) else None  # noqa: E731
-        advice = "Use nn.ReLU modules in the model so their gradients can be overridden."
-        with rules_applied(self.model, rule_for) as hooked, \
-                functional_calls_warned(type(self).__name__, _RELU_FUNCTIONS, hooked, advice):
+        with self._rules.applied(self.model):
             grads = self.gradient_func(self.forward_func, xs, target, args)
         return P.restore(grads, is_tuple)
 
@@ -243,7 +78,7 @@ class GuidedBackprop(_ReluOverride):
         torch.Size([2, 1, 8, 8])
     """
 
-    _rule = _GuidedRule()
+    _rules = _relu_rules(_GuidedRule(), "GuidedBackprop")
 
 
 class Deconvolution(_ReluOverride):
@@ -262,4 +97,4 @@ class Deconvolution(_ReluOverride):
         torch.Size([2, 1, 8, 8])
     """
 
-    _rule = _DeconvRule()
+    _rules = _relu_rules(_DeconvRule(), "Deconvolution")

@@ -27,19 +27,31 @@ class Attribution:
             returning a tensor whose first dimension is the batch.
     """
 
+    #: whether ``attribute(..., return_convergence_delta=True)`` is supported (a class fact)
+    _has_convergence_delta = False
+    #: the default of :attr:`multiplies_by_inputs`; a ``multiply_by_inputs`` argument overrides it
     _multiplies_by_inputs = False
 
-    def __init__(self, forward_func: Callable):
+    def __init__(self, forward_func: Callable, multiply_by_inputs: bool | None = None):
         if not callable(forward_func):
             raise TypeError(f"`forward_func` must be callable (a model or a function), got {type(forward_func).__name__}.")
         self.forward_func = forward_func
+        if multiply_by_inputs is not None:
+            self._multiplies_by_inputs = multiply_by_inputs
 
     def attribute(self, inputs, *args, **kwargs):  # pragma: no cover - every method overrides it
         raise NotImplementedError
 
     def has_convergence_delta(self) -> bool:
         """Whether ``attribute(..., return_convergence_delta=True)`` is supported."""
-        return False
+        return self._has_convergence_delta
+
+    def _with_delta(self, result, return_convergence_delta: bool, *delta_args):
+        """The ending every method with a delta shares: ``result``, or ``(result, delta)`` when asked,
+        ``delta = self.compute_convergence_delta(*delta_args)``."""
+        if not return_convergence_delta:
+            return result
+        return result, self.compute_convergence_delta(*delta_args)
 
     @property
     def multiplies_by_inputs(self) -> bool:
@@ -82,8 +94,8 @@ class GradientAttribution(Attribution):
     (DeepLift, guided backprop, LRP) change the backward pass with hooks, not this.
     """
 
-    def __init__(self, forward_func: Callable):
-        super().__init__(forward_func)
+    def __init__(self, forward_func: Callable, multiply_by_inputs: bool | None = None):
+        super().__init__(forward_func, multiply_by_inputs)
         self.gradient_func = P.gradients
 
 
@@ -96,16 +108,45 @@ class PerturbationAttribution(Attribution):
 class LayerAttribution(Attribution):
     """An attribution to the neurons of ``layer`` (its output, or its input with
     ``attribute_to_layer_input=True``). Methods that attribute to several layers at
-    once accept a list of modules. ``device_ids`` is accepted for Captum
-    compatibility; DataParallel models work as they are."""
+    once (``_accepts_layer_list``) accept a list of modules and return a list.
+    ``device_ids`` is accepted for Captum compatibility; DataParallel models work as
+    they are. The convergence delta is taken in layer space: the layer's attributions
+    summed, minus ``f(end_point) - f(start_point)``."""
 
-    def __init__(self, forward_func: Callable, layer, device_ids=None):
-        super().__init__(forward_func)
+    _accepts_layer_list = False
+
+    def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool | None = None):
+        super().__init__(forward_func, multiply_by_inputs)
         layers = layer if isinstance(layer, list) else [layer]
         if not layers or not all(isinstance(m, torch.nn.Module) for m in layers):
             raise TypeError(f"`layer` must be a torch.nn.Module (or a list of them), got {type(layer).__name__}.")
+        if isinstance(layer, list) and not self._accepts_layer_list:
+            raise TypeError(f"`layer` must be one torch.nn.Module for {type(self).__name__}, got a list.")
         self.layer = layer
         self.device_ids = device_ids
+
+    def _layers(self) -> list:
+        return self.layer if isinstance(self.layer, list) else [self.layer]
+
+    def _for_each_layer(self, attribute_one: Callable):
+        """``attribute_one(layer)`` for the layer, or a list over the layers when given several."""
+        results = [attribute_one(layer) for layer in self._layers()]
+        return results if isinstance(self.layer, list) else results[0]
+
+    def compute_convergence_delta(self, attributions, start_point, end_point, target=None,
+                                  additional_forward_args=None) -> Tensor:
+        """Completeness error per example: attributions summed over the layer minus ``f(end) - f(start)``."""
+        layer_attrs = flatten(attributions)
+        end, _ = P.as_tuple(end_point, "end_point")
+        start = P.format_baselines(start_point, end, "start_point")
+        n = P.batch_size_of(end)
+        if any(a.shape[0] != n for a in layer_attrs):
+            raise ValueError(f"`attributions` must have one row per example ({n}); got batch sizes "
+                             f"{[a.shape[0] for a in layer_attrs]}.")
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        gain = P.scalar_outputs(self.forward_func, end, target, args) - P.scalar_outputs(
+            self.forward_func, start, target, args)
+        return P.sum_per_example(layer_attrs).to(gain.dtype) - gain
 
     @staticmethod
     def interpolate(layer_attribution: Tensor, interpolate_dims, interpolate_mode: str = "nearest") -> Tensor:
@@ -129,9 +170,24 @@ class LayerAttribution(Attribution):
 class NeuronAttribution(Attribution):
     """An attribution of one neuron of ``layer`` (chosen by ``neuron_selector``) to the inputs."""
 
-    def __init__(self, forward_func: Callable, layer: torch.nn.Module, device_ids=None):
-        super().__init__(forward_func)
+    def __init__(self, forward_func: Callable, layer: torch.nn.Module, device_ids=None,
+                 multiply_by_inputs: bool | None = None):
+        super().__init__(forward_func, multiply_by_inputs)
         if not isinstance(layer, torch.nn.Module):
             raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
         self.layer = layer
         self.device_ids = device_ids
+
+
+def flatten(attributions) -> tuple[Tensor, ...]:
+    """Tensors out of a tensor, a tuple, or a list (one entry per layer) of those."""
+    if isinstance(attributions, Tensor):
+        return (attributions,)
+    return tuple(t for a in attributions for t in flatten(a))
+
+
+def require_module(model, method: str, why: str) -> torch.nn.Module:
+    """``model``, checked to be an ``nn.Module`` (methods that hook its modules need one)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module for {method} ({why}), got {type(model).__name__}.")
+    return model

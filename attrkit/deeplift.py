@@ -15,11 +15,11 @@ How attrkit computes it, in three steps:
    reference value side by side: rows ``:n`` and ``n:``.
 2. **Rules per call.** A forward hook on each nonlinearity module computes the
    secant slope of that call and rewires the backward pass to use it (see
-   :mod:`attrkit.backprop`; reused and in-place modules are handled per call).
+   :mod:`attrkit._rules`; reused and in-place modules are handled per call).
 3. **The ordinary gradient.** The objective is the target output of the ``x``
    rows; its gradient with respect to ``x`` is the multiplier.
 
-Rules (:data:`NONLINEAR_RULES`, extendable):
+Rules (:data:`NONLINEAR_RULES`, the default of ``DeepLift(model, rules=...)``):
 
 * :class:`Rescale` — any elementwise activation (ReLU, ELU, LeakyReLU, Sigmoid,
   Tanh, Softplus, SiLU, ReLU6, Hardswish, GELU, ...);
@@ -34,12 +34,13 @@ and reshapes keep their ordinary gradient, which is already exact for them.
 Layer and neuron methods reuse the estimator: :func:`multipliers` takes the
 model to hook and, separately, any objective that runs it (e.g. a neuron's
 activation), and :func:`layer_multipliers` differentiates with respect to a
-layer's activations instead of the inputs.
+layer's activations instead of the inputs (through
+:func:`attrkit._hooks.layer_gradients`). :func:`averaged_over_baselines` is the
+pairing both DeepLiftShaps share.
 """
 from __future__ import annotations
 
 import inspect
-from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -47,9 +48,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _plumbing as P
-from ._hooks import capture
-from .backprop import BackwardRule, functional_calls_warned, rules_applied
-from .base import GradientAttribution
+from ._hooks import layer_gradients
+from ._rules import BackwardRule, RuleSet
+from .base import GradientAttribution, flatten, require_module
 
 
 # --------------------------------------------------------------------------- rules
@@ -153,8 +154,9 @@ def _to_positions(values: Tensor, index: Tensor, like: Tensor) -> Tensor:
     return out.scatter_add_(2, index.flatten(2), values.flatten(2)).view_as(like)
 
 
-#: Module type -> DeepLift rule class. Subclasses match too; add your own activation with
-#: ``NONLINEAR_RULES[MyActivation] = Rescale`` (any elementwise function works with Rescale).
+#: Module type -> DeepLift rule class, the default rule table. Subclasses match too. For your own
+#: activation pass an extended copy: ``DeepLift(model, rules={**NONLINEAR_RULES, MyActivation: Rescale})``
+#: (any elementwise function works with Rescale).
 NONLINEAR_RULES: dict[type, type] = {
     **{cls: Rescale for cls in (
         nn.ReLU, nn.ReLU6, nn.ELU, nn.SELU, nn.CELU, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.Sigmoid, nn.Tanh,
@@ -177,26 +179,20 @@ _NONLINEAR_FUNCTIONS = {
 }
 
 
-def rule_for(module: nn.Module, eps: float = 1e-10) -> BackwardRule | None:
-    """The DeepLift rule for ``module``'s type (looked up along its class hierarchy), or None."""
-    for cls in type(module).__mro__:
-        if cls in NONLINEAR_RULES:
-            return NONLINEAR_RULES[cls](eps)
-    return None
+_ADVICE = ("The attributions may not add up to f(inputs) - f(baselines); use the module form "
+           "(e.g. nn.ReLU()) or pass DeepLift a `rules=` table that covers it.")
+
+
+def deeplift_rules(rules: dict | None = None, eps: float = 1e-10) -> RuleSet:
+    """DeepLift's :class:`~attrkit._rules.RuleSet`: ``rules`` (module type -> rule class, default
+    :data:`NONLINEAR_RULES`), each rule built with ``eps``."""
+    table = NONLINEAR_RULES if rules is None else rules
+    if not isinstance(table, dict):
+        raise TypeError(f"`rules` must be a dict of module type -> rule class, got {type(rules).__name__}.")
+    return RuleSet.by_type(table, eps, method="DeepLift", watched=_NONLINEAR_FUNCTIONS, advice=_ADVICE)
 
 
 # --------------------------------------------------------------------------- the estimator
-_ADVICE = ("The attributions may not add up to f(inputs) - f(baselines); use the module form "
-           "(e.g. nn.ReLU()) or add a rule to attrkit.deeplift.NONLINEAR_RULES.")
-
-
-@contextmanager
-def _deeplift_rules(model: nn.Module, eps: float):
-    with rules_applied(model, lambda m: rule_for(m, eps)) as hooked, \
-            functional_calls_warned("DeepLift", _NONLINEAR_FUNCTIONS, hooked, _ADVICE):
-        yield
-
-
 def _on_inputs_and_baselines(forward_func: Callable, baselines: tuple, n: int) -> Callable:
     """``f(*inputs, *args)`` that runs ``forward_func`` on ``[inputs; baselines]`` (``args``
     repeated to match) and returns the rows of the inputs."""
@@ -210,24 +206,24 @@ def _on_inputs_and_baselines(forward_func: Callable, baselines: tuple, n: int) -
 
 
 def multipliers(model: nn.Module, forward_func: Callable, inputs: tuple, baselines: tuple, target=None,
-                args: tuple = (), eps: float = 1e-10) -> tuple[Tensor, ...]:
+                args: tuple = (), eps: float = 1e-10, rules: dict | None = None) -> tuple[Tensor, ...]:
     """DeepLift multipliers of ``forward_func``'s target output with respect to ``inputs``.
 
-    The rules go on the nonlinearities of ``model``; ``forward_func`` is any
-    callable ``forward_func(*inputs, *args)`` that runs ``model`` — the model
-    itself or a new objective, e.g. :func:`attrkit._hooks.neuron_objective` for a
-    neuron method. It is called once on the inputs and baselines stacked,
-    ``[inputs; baselines]``, with ``args`` repeated to match, and the target is
-    read from the ``inputs`` rows.
+    The rules (``rules``, default :data:`NONLINEAR_RULES`) go on the nonlinearities of
+    ``model``; ``forward_func`` is any callable ``forward_func(*inputs, *args)`` that runs
+    ``model`` — the model itself or a new objective, e.g.
+    :func:`attrkit._hooks.neuron_objective` for a neuron method. It is called once on the
+    inputs and baselines stacked, ``[inputs; baselines]``, with ``args`` repeated to match,
+    and the target is read from the ``inputs`` rows.
     """
     paired = _on_inputs_and_baselines(forward_func, baselines, P.batch_size_of(inputs))
-    with _deeplift_rules(model, eps):
+    with deeplift_rules(rules, eps).applied(model):
         return P.gradients(paired, inputs, target, args)
 
 
 def layer_multipliers(model: nn.Module, forward_func: Callable, layer: nn.Module, inputs: tuple,
                       baselines: tuple, target=None, args: tuple = (), eps: float = 1e-10,
-                      attribute_to_input: bool = False):
+                      attribute_to_input: bool = False, rules: dict | None = None):
     """DeepLift multipliers with respect to ``layer``'s output (or input) and the layer's values.
 
     Returns ``(multipliers, values for the inputs, values for the baselines)``, a
@@ -237,16 +233,9 @@ def layer_multipliers(model: nn.Module, forward_func: Callable, layer: nn.Module
     """
     n = P.batch_size_of(inputs)
     paired = _on_inputs_and_baselines(forward_func, baselines, n)
-    leaves = tuple(x.detach() for x in inputs)
-    with _deeplift_rules(model, eps), torch.enable_grad(), \
-            capture(layer, attribute_to_input, require_grad=True) as record:
-        out = P.per_example(P.run_forward(paired, leaves, target, args), n)
-        values = tuple(v for v in record.single() if isinstance(v, Tensor))
-        wrt = [v for v in values if v.requires_grad]
-        grads = dict(zip(map(id, wrt), torch.autograd.grad(out.sum(), wrt, allow_unused=True) if wrt else ()))
-    grads = tuple(grads.get(id(v)) for v in values)
-    grads = tuple(torch.zeros_like(v[:n]) if g is None else g[:n] for g, v in zip(grads, values))
-    return grads, tuple(v[:n].detach() for v in values), tuple(v[n:].detach() for v in values)
+    grads, values = layer_gradients(paired, layer, inputs, target, args, attribute_to_input,
+                                    rules=deeplift_rules(rules, eps).applied(model))
+    return tuple(g[:n] for g in grads), tuple(v[:n] for v in values), tuple(v[n:] for v in values)
 
 
 def attributions_from_multipliers(mults: tuple, inputs: tuple, baselines: tuple, custom_attribution_func=None,
@@ -298,6 +287,10 @@ class DeepLift(GradientAttribution):
             (global attribution); ``False`` returns the multipliers themselves.
         eps: an input change below this counts as no change; there the ordinary
             derivative replaces the secant.
+        rules: module type -> rule class (:class:`Rescale`, :class:`SoftmaxRescale`,
+            :class:`MaxPoolRescale` or your own :class:`~attrkit._rules.BackwardRule`);
+            default :data:`NONLINEAR_RULES`. Extend a copy for your own activations:
+            ``rules={**NONLINEAR_RULES, MyActivation: Rescale}``.
 
     Example:
         >>> import torch
@@ -309,18 +302,13 @@ class DeepLift(GradientAttribution):
         (torch.Size([2, 1, 8, 8]), True)
     """
 
-    def __init__(self, model: nn.Module, multiply_by_inputs: bool = True, eps: float = 1e-10):
-        if not isinstance(model, nn.Module):
-            raise TypeError(
-                f"`model` must be a torch.nn.Module (DeepLift hooks its nonlinearities), got {type(model).__name__}."
-            )
-        super().__init__(model)
-        self.model = model
-        self.eps = eps
-        self._multiplies_by_inputs = multiply_by_inputs
+    _has_convergence_delta = True
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    def __init__(self, model: nn.Module, multiply_by_inputs: bool = True, eps: float = 1e-10,
+                 rules: dict | None = None):
+        super().__init__(require_module(model, type(self).__name__, "it hooks its nonlinearities"), multiply_by_inputs)
+        deeplift_rules(rules)  # fail early on a bad table
+        self.model, self.eps, self.rules = model, eps, rules
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False, custom_attribution_func=None):
@@ -329,11 +317,9 @@ class DeepLift(GradientAttribution):
         target, args = P.validate_target(target), P.format_args(additional_forward_args)
         if custom_attribution_func is not None:
             _n_params(custom_attribution_func)  # fail before running the model
-        grads = multipliers(self.model, self.forward_func, xs, bs, target, args, self.eps)
+        grads = multipliers(self.model, self.forward_func, xs, bs, target, args, self.eps, self.rules)
         attrs = attributions_from_multipliers(grads, xs, bs, custom_attribution_func, self.multiplies_by_inputs)
-        if not return_convergence_delta:
-            return P.restore(attrs, is_tuple)
-        return P.restore(attrs, is_tuple), self.compute_convergence_delta(attrs, bs, xs, target, args)
+        return self._with_delta(P.restore(attrs, is_tuple), return_convergence_delta, attrs, bs, xs, target, args)
 
 
 class DeepLiftShap(DeepLift):
@@ -358,20 +344,31 @@ class DeepLiftShap(DeepLift):
         (torch.Size([2, 1, 8, 8]), torch.Size([10]))
     """
 
-    def __init__(self, model: nn.Module, multiply_by_inputs: bool = True):
-        super().__init__(model, multiply_by_inputs)
+    def __init__(self, model: nn.Module, multiply_by_inputs: bool = True, rules: dict | None = None):
+        super().__init__(model, multiply_by_inputs, rules=rules)
 
     def attribute(self, inputs, baselines, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False, custom_attribution_func=None):
-        xs, is_tuple = P.as_tuple(inputs)
-        distribution = P.baseline_distribution(baselines, xs)
-        n, m = P.batch_size_of(xs), distribution[0].shape[0]
-        out = super().attribute(
-            P.expand(xs, m, "interleave"), P.expand(distribution, n, "repeat"),
-            P.expand_target(P.validate_target(target), m, "interleave"),
-            P.expand_args(P.format_args(additional_forward_args), m, "interleave"),
-            return_convergence_delta, custom_attribution_func,
-        )
-        attrs, delta = out if return_convergence_delta else (out, None)
-        means = tuple(a.reshape(n, m, *a.shape[1:]).mean(1) for a in attrs)
-        return (P.restore(means, is_tuple), delta) if return_convergence_delta else P.restore(means, is_tuple)
+        def each_pair(xs, bs, target, args):
+            return super(DeepLiftShap, self).attribute(xs, bs, target, args, return_convergence_delta,
+                                                       custom_attribution_func)
+
+        return averaged_over_baselines(each_pair, inputs, baselines, target, additional_forward_args,
+                                       return_convergence_delta, P.restore)
+
+
+def averaged_over_baselines(attribute_pairs: Callable, inputs, baselines, target, additional_forward_args,
+                            return_convergence_delta: bool, finish: Callable):
+    """The DeepLiftShaps' estimator: every input paired with every baseline of the distribution
+    (``n * m`` rows, input-major), ``attribute_pairs(inputs, baselines, target, args)`` run once on all
+    pairs, and the attributions averaged over the baselines; ``finish(means, is_tuple)`` shapes the result.
+    The delta, if asked, keeps one entry per pair."""
+    xs, is_tuple = P.as_tuple(inputs)
+    distribution = P.baseline_distribution(baselines, xs)
+    n, m = P.batch_size_of(xs), distribution[0].shape[0]
+    out = attribute_pairs(P.expand(xs, m, "interleave"), P.expand(distribution, n, "repeat"),
+                          P.expand_target(P.validate_target(target), m, "interleave"),
+                          P.expand_args(P.format_args(additional_forward_args), m, "interleave"))
+    attrs, delta = out if return_convergence_delta else (out, None)
+    means = finish(tuple(a.reshape(n, m, *a.shape[1:]).mean(1) for a in flatten(attrs)), is_tuple)
+    return (means, delta) if return_convergence_delta else means

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from . import _plumbing as P
 from .base import GradientAttribution
+from .noise_tunnel import NoiseTunnel
 
 
 class Saliency(GradientAttribution):
@@ -123,11 +124,9 @@ class IntegratedGradients(GradientAttribution):
     """
 
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True):
-        super().__init__(forward_func)
-        self._multiplies_by_inputs = multiply_by_inputs
+        super().__init__(forward_func, multiply_by_inputs)
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    _has_convergence_delta = True
 
     def attribute(
         self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
@@ -142,10 +141,7 @@ class IntegratedGradients(GradientAttribution):
 
         grads = path_integral(grad_fn, xs, bs, method, n_steps, target, args, internal_batch_size)
         attrs = tuple(g * (x - b) for g, x, b in zip(grads, xs, bs)) if self.multiplies_by_inputs else grads
-        if not return_convergence_delta:
-            return P.restore(attrs, is_tuple)
-        delta = self.compute_convergence_delta(attrs, bs, xs, target, args)
-        return P.restore(attrs, is_tuple), delta
+        return self._with_delta(P.restore(attrs, is_tuple), return_convergence_delta, attrs, bs, xs, target, args)
 
 
 class InputBaselineXGradient(GradientAttribution):
@@ -165,11 +161,9 @@ class InputBaselineXGradient(GradientAttribution):
     """
 
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True):
-        super().__init__(forward_func)
-        self._multiplies_by_inputs = multiply_by_inputs
+        super().__init__(forward_func, multiply_by_inputs)
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    _has_convergence_delta = True
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False):
@@ -181,9 +175,7 @@ class InputBaselineXGradient(GradientAttribution):
         points = tuple(b + _rows(alpha, x) * (x - b) for x, b in zip(xs, bs))
         grads = self.gradient_func(self.forward_func, points, target, args)
         attrs = tuple(g * (x - b) for g, x, b in zip(grads, xs, bs)) if self.multiplies_by_inputs else grads
-        if not return_convergence_delta:
-            return P.restore(attrs, is_tuple)
-        return P.restore(attrs, is_tuple), self.compute_convergence_delta(attrs, bs, xs, target, args)
+        return self._with_delta(P.restore(attrs, is_tuple), return_convergence_delta, attrs, bs, xs, target, args)
 
 
 def _rows(alpha: Tensor, like: Tensor) -> Tensor:
@@ -213,16 +205,12 @@ class GradientShap(GradientAttribution):
     """
 
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True):
-        super().__init__(forward_func)
-        self._multiplies_by_inputs = multiply_by_inputs
+        super().__init__(forward_func, multiply_by_inputs)
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    _has_convergence_delta = True
 
     def attribute(self, inputs, baselines, n_samples: int = 5, stdevs=0.0, target=None,
                   additional_forward_args=None, return_convergence_delta: bool = False):
-        from .noise_tunnel import NoiseTunnel
-
         xs, _ = P.as_tuple(inputs)
         distribution = P.baseline_distribution(baselines, xs)
         single_point = InputBaselineXGradient(self.forward_func, self.multiplies_by_inputs)

@@ -20,21 +20,21 @@ Layers without one get a default: the epsilon rule for linear layers,
 convolutions, batch norm and pooling; ReLU, Tanh and dropout pass the relevance
 on unchanged; Flatten and Identity are reshapes. Any other leaf module needs a
 ``rule`` (a ``TypeError`` says which). The rules run through the same per-call
-hooks as DeepLift (:mod:`attrkit.backprop`): the model's weights are never
+hooks as DeepLift (:mod:`attrkit._rules`): the model's weights are never
 changed, and modules used several times get the rule at every call.
+:class:`~attrkit.LayerLRP` (in :mod:`attrkit.layer.lrp`) applies the same rules
+and stops at a layer.
 """
 from __future__ import annotations
 
 import copy
-from contextlib import ExitStack
 
 import torch
 from torch import Tensor, nn
 
 from . import _plumbing as P
-from ._hooks import capture
-from .backprop import BackwardRule, rules_applied
-from .base import GradientAttribution, LayerAttribution
+from ._rules import BackwardRule, RuleSet
+from .base import GradientAttribution, require_module
 
 
 # --------------------------------------------------------------------------- rules
@@ -192,7 +192,7 @@ def default_rule(module: nn.Module) -> PropagationRule | None:
     )
 
 
-def _check_rules(model: nn.Module):
+def check_rules(model: nn.Module):
     for name, module in model.named_modules():
         rule = getattr(module, "rule", None)
         if rule is not None and not isinstance(rule, PropagationRule):
@@ -202,7 +202,8 @@ def _check_rules(model: nn.Module):
             )
 
 
-def _lrp_rule_for(verbose: bool):
+def lrp_rules(verbose: bool = False) -> RuleSet:
+    """LRP's :class:`~attrkit._rules.RuleSet`: each leaf module's ``rule`` attribute, else its default."""
     def rule_for(module: nn.Module):
         if any(True for _ in module.children()):
             return None  # containers: their leaves carry the rules
@@ -212,7 +213,7 @@ def _lrp_rule_for(verbose: bool):
             print(f"Applied {rule} on layer {module}")
         return rule
 
-    return rule_for
+    return RuleSet(rule_for)
 
 
 # --------------------------------------------------------------------------- LRP
@@ -246,29 +247,23 @@ class LRP(GradientAttribution):
     """
 
     _multiplies_by_inputs = True
+    _has_convergence_delta = True
 
     def __init__(self, model: nn.Module):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"`model` must be a torch.nn.Module (LRP hooks its layers), got {type(model).__name__}.")
-        super().__init__(model)
+        super().__init__(require_module(model, type(self).__name__, "it hooks its layers"))
         self.model = model
-        _check_rules(model)
-
-    def has_convergence_delta(self) -> bool:
-        return True
+        check_rules(model)
 
     def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta: bool = False,
                   verbose: bool = False):
         xs, is_tuple = P.as_tuple(inputs)
         target, args = P.validate_target(target), P.format_args(additional_forward_args)
-        _check_rules(self.model)
-        with rules_applied(self.model, _lrp_rule_for(verbose)):
+        check_rules(self.model)
+        with lrp_rules(verbose).applied(self.model):
             per_unit_output = self.gradient_func(self.forward_func, xs, target, args)
         output = P.scalar_outputs(self.forward_func, xs, target, args)
-        relevance = tuple(_times_rows(r, output) for r in per_unit_output)
-        if not return_convergence_delta:
-            return P.restore(relevance, is_tuple)
-        return P.restore(relevance, is_tuple), self.compute_convergence_delta(relevance, output)
+        relevance = tuple(times_rows(r, output) for r in per_unit_output)
+        return self._with_delta(P.restore(relevance, is_tuple), return_convergence_delta, relevance, output)
 
     def compute_convergence_delta(self, attributions, output: Tensor) -> Tensor:
         """Relevance lost on the way: ``output - sum(attributions)`` per example (Captum's sign)."""
@@ -276,65 +271,14 @@ class LRP(GradientAttribution):
         return output.reshape(-1) - P.sum_per_example(attrs).reshape(-1)
 
 
-def _times_rows(relevance: Tensor, output: Tensor) -> Tensor:
+def times_rows(relevance: Tensor, output: Tensor) -> Tensor:
     """The propagation starts from a unit gradient; scale each example by its output value."""
     return relevance * output.reshape(-1, *([1] * (relevance.dim() - 1))).to(relevance.dtype)
 
 
-class LayerLRP(LRP, LayerAttribution):
-    r"""LRP relevance of a layer's output (or input, ``attribute_to_layer_input=True``).
+def __getattr__(name: str):
+    if name == "LayerLRP":  # it lives in attrkit.layer.lrp, which imports this module
+        from .layer.lrp import LayerLRP
 
-    ``layer`` may be one module or a list of modules (then a list of relevances,
-    and of deltas, is returned). Bach et al. (2015), https://doi.org/10.1371/journal.pone.0130140
-
-    Example:
-        >>> import torch
-        >>> from attrkit import LayerLRP
-        >>> from attrkit.testing import SmallCNN
-        >>> model = SmallCNN()
-        >>> LayerLRP(model, model.conv2).attribute(torch.rand(2, 1, 8, 8), target=0).shape
-        torch.Size([2, 6, 3, 3])
-    """
-
-    def __init__(self, model: nn.Module, layer):
-        layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
-        for item in layers:
-            if not isinstance(item, nn.Module):
-                raise TypeError(f"`layer` must be a torch.nn.Module or a list of them, got {type(item).__name__}.")
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"`model` must be a torch.nn.Module (LRP hooks its layers), got {type(model).__name__}.")
-        LayerAttribution.__init__(self, model, layers[0])  # LRP.__init__ would not pass `layer` along
-        self.gradient_func = P.gradients
-        self.model, self.layer, self._layers = model, layer, layers
-        _check_rules(model)
-
-    def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta: bool = False,
-                  attribute_to_layer_input: bool = False, verbose: bool = False):
-        xs, _ = P.as_tuple(inputs)
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
-        _check_rules(self.model)
-        with rules_applied(self.model, _lrp_rule_for(verbose)):
-            per_layer = _layer_gradients(self.forward_func, self._layers, xs, target, args, attribute_to_layer_input)
-        output = P.scalar_outputs(self.forward_func, xs, target, args)
-        relevances = [tuple(_times_rows(g, output) for g in grads) for grads in per_layer]
-        results = [r if len(r) > 1 else r[0] for r in relevances]
-        deltas = [self.compute_convergence_delta(r, output) for r in relevances]
-        if isinstance(self.layer, (list, tuple)):
-            return (results, deltas) if return_convergence_delta else results
-        return (results[0], deltas[0]) if return_convergence_delta else results[0]
-
-
-def _layer_gradients(forward_func, layers, inputs, target, args, attribute_to_input: bool):
-    """Gradient of the target output with respect to each layer's output (or inputs)."""
-    leaves = tuple(x.detach().requires_grad_() for x in inputs)
-    with ExitStack() as stack, torch.enable_grad():
-        records = [stack.enter_context(capture(layer, attribute_to_input)) for layer in layers]
-        out = P.per_example(P.run_forward(forward_func, leaves, target, args), P.batch_size_of(leaves))
-        values = [tuple(v for v in record.single() if isinstance(v, Tensor)) for record in records]
-        wrt = [v for vs in values for v in vs if v.requires_grad]
-        grads = dict(zip(map(id, wrt), torch.autograd.grad(out.sum(), wrt, allow_unused=True) if wrt else ()))
-    return [tuple(_zero_if_none(grads.get(id(v)), v) for v in vs) for vs in values]
-
-
-def _zero_if_none(grad, like):
-    return torch.zeros_like(like) if grad is None else grad
+        return LayerLRP
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

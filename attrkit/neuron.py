@@ -29,10 +29,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import _hooks as H
 from . import _plumbing as P
+from ._hooks import layer_gradients, neuron_objective, select_neuron
 from .backprop import Deconvolution, GuidedBackprop
-from .base import GradientAttribution, NeuronAttribution, PerturbationAttribution
+from .base import GradientAttribution, NeuronAttribution, PerturbationAttribution, require_module
 from .deeplift import DeepLift, DeepLiftShap
 from .gradient import GradientShap, IntegratedGradients, Saliency, path_integral
 from .perturbation import FeatureAblation
@@ -42,8 +42,7 @@ class _AimedAtNeuron(NeuronAttribution):
     """Shared by the neuron methods: build a primary method whose objective is the neuron."""
 
     def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool = True):
-        NeuronAttribution.__init__(self, forward_func, layer, device_ids)
-        self._multiplies_by_inputs = multiply_by_inputs
+        NeuronAttribution.__init__(self, forward_func, layer, device_ids, multiply_by_inputs)
 
     def _aimed(self, method_cls, neuron_selector, attribute_to_neuron_input: bool, **init):
         """``method_cls`` applied to the neuron's activation instead of the model's output.
@@ -51,19 +50,12 @@ class _AimedAtNeuron(NeuronAttribution):
         The objective is an ``nn.Module`` holding the model, so methods that hook the
         model's modules (DeepLift, guided backpropagation) find them as usual.
         """
-        objective = H.neuron_objective(self.forward_func, self.layer, neuron_selector, attribute_to_neuron_input)
+        objective = neuron_objective(self.forward_func, self.layer, neuron_selector, attribute_to_neuron_input)
         return method_cls(objective, **init)
 
 
 class _NeuronMethod(_AimedAtNeuron, GradientAttribution):
     """A gradient-based neuron method."""
-
-
-def _module(model, cls_name: str) -> torch.nn.Module:
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"`model` must be a torch.nn.Module for {cls_name} (its modules are hooked), got "
-                        f"{type(model).__name__}.")
-    return model
 
 
 class NeuronGradient(_NeuronMethod):
@@ -172,7 +164,8 @@ class NeuronDeepLift(_NeuronMethod):
 
     def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, multiply_by_inputs: bool = True,
                  eps: float = 1e-10):
-        super().__init__(_module(model, type(self).__name__), layer, multiply_by_inputs=multiply_by_inputs)
+        super().__init__(require_module(model, type(self).__name__, "its modules are hooked"), layer,
+                         multiply_by_inputs=multiply_by_inputs)
         self.eps = eps
 
     def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None,
@@ -201,7 +194,8 @@ class NeuronDeepLiftShap(_NeuronMethod):
     """
 
     def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, multiply_by_inputs: bool = True):
-        super().__init__(_module(model, type(self).__name__), layer, multiply_by_inputs=multiply_by_inputs)
+        super().__init__(require_module(model, type(self).__name__, "its modules are hooked"), layer,
+                         multiply_by_inputs=multiply_by_inputs)
 
     def attribute(self, inputs, neuron_selector, baselines, additional_forward_args=None,
                   attribute_to_neuron_input: bool = False, custom_attribution_func: Callable | None = None):
@@ -217,7 +211,8 @@ class _NeuronReluOverride(_NeuronMethod):
     _method: type
 
     def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, device_ids=None):
-        super().__init__(_module(model, type(self).__name__), layer, device_ids, multiply_by_inputs=False)
+        super().__init__(require_module(model, type(self).__name__, "its modules are hooked"), layer, device_ids,
+                         multiply_by_inputs=False)
 
     def attribute(self, inputs, neuron_selector, additional_forward_args=None, attribute_to_neuron_input: bool = False):
         method = self._aimed(self._method, neuron_selector, attribute_to_neuron_input)
@@ -265,7 +260,7 @@ class NeuronDeconvolution(_NeuronReluOverride):
 class NeuronFeatureAblation(_AimedAtNeuron, PerturbationAttribution):
     r"""Feature ablation of one neuron's activation: how much the neuron changes when an input
     feature (or a group of them, ``feature_mask``) is replaced by its baseline,
-    :math:`n(x) - n(x 	ext{ with feature } i 	ext{ ablated})`.
+    :math:`n(x) - n(x \text{ with feature } i \text{ ablated})`.
 
     Zeiler & Fergus (2014), *Visualizing and Understanding Convolutional Networks*,
     https://arxiv.org/abs/1311.2901
@@ -336,21 +331,14 @@ def _gradients_through_neuron(forward_func, layer, neuron_selector, attribute_to
     """
     leaves = tuple(x.detach().requires_grad_() for x in inputs)
     n = P.batch_size_of(leaves)
-    with torch.enable_grad(), H.capture(layer, attribute_to_input, require_grad=True) as record:
-        output = P.per_example(P.run_forward(forward_func, leaves, target, args), n)
-        values = record.single()
-        neuron = P.per_example(H.select_neuron(_one_or_all(values), neuron_selector), n, "neuron_selector")
-        wrt = [v for v in values if v.requires_grad]
-        found = iter(torch.autograd.grad(output.sum(), wrt, retain_graph=True, allow_unused=True) if wrt else ())
-        through_layer = tuple(_or_zeros(next(found), v) if v.requires_grad else torch.zeros_like(v) for v in values)
-        output_per_neuron = H.select_neuron(_one_or_all(through_layer), neuron_selector).reshape(n)
+    through_layer, values = layer_gradients(forward_func, layer, leaves, target, args, attribute_to_input,
+                                            retain_graph=True)
+    with torch.enable_grad():
+        neuron = P.per_example(select_neuron(_one_or_all(values), neuron_selector), n, "neuron_selector")
         neuron_per_input = torch.autograd.grad(neuron.sum(), leaves, allow_unused=True)
-    return tuple(_or_zeros(g, x) * output_per_neuron.reshape(-1, *([1] * (x.dim() - 1)))
+    output_per_neuron = select_neuron(_one_or_all(through_layer), neuron_selector).reshape(n)
+    return tuple((torch.zeros_like(x) if g is None else g) * output_per_neuron.reshape(-1, *([1] * (x.dim() - 1)))
                  for x, g in zip(leaves, neuron_per_input))
-
-
-def _or_zeros(gradient, like: Tensor) -> Tensor:
-    return torch.zeros_like(like) if gradient is None else gradient
 
 
 def _one_or_all(values: tuple[Tensor, ...]):

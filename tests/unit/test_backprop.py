@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from attrkit import Deconvolution, GuidedBackprop, Saliency
-from attrkit.backprop import BackwardRule, rules_applied
+from attrkit._rules import BackwardRule, rules_applied
 from attrkit.testing import MLP, ResidualCNN, TwoInputModel
 
 

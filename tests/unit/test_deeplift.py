@@ -154,11 +154,8 @@ def test_a_registered_custom_activation_becomes_exact():
     x, b = torch.randn(4, 6), torch.randn(4, 6)
     with pytest.warns(UserWarning, match=r"torch\.sigmoid \(in Swish\.forward\)"):
         _, before = DeepLift(_swish_net()).attribute(x, b, target=1, return_convergence_delta=True)
-    NONLINEAR_RULES[Swish] = Rescale
-    try:
-        _, after = DeepLift(_swish_net()).attribute(x, b, target=1, return_convergence_delta=True)
-    finally:
-        del NONLINEAR_RULES[Swish]
+    with_swish = DeepLift(_swish_net(), rules={**NONLINEAR_RULES, Swish: Rescale})
+    _, after = with_swish.attribute(x, b, target=1, return_convergence_delta=True)
     assert before.abs().max() > 1e-3 and after.abs().max() < 1e-5
 
 

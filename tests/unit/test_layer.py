@@ -7,8 +7,8 @@ from torch import nn
 
 import attrkit
 import attrkit.layer
-import attrkit.layer_deeplift
-import attrkit.layer_perturbation
+import attrkit.layer.deeplift
+import attrkit.layer.perturbation
 from attrkit import (FeatureAblation, GuidedGradCam, InternalInfluence, LayerActivation, LayerConductance,
                      LayerDeepLift, LayerDeepLiftShap, LayerFeatureAblation, LayerFeaturePermutation, LayerGradCam,
                      LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients)
@@ -31,7 +31,8 @@ def _output_gain(model, x, baseline, target):
         return model(x)[:, target] - model(baseline)[:, target]
 
 
-@pytest.mark.parametrize("module", [attrkit.layer, attrkit.layer_deeplift, attrkit.layer_perturbation])
+@pytest.mark.parametrize("module", [attrkit.layer, attrkit.layer.gradient, attrkit.layer.deeplift,
+                                    attrkit.layer.perturbation, attrkit.layer.lrp])
 def test_docstring_examples_run(module):
     assert doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
 

@@ -1,4 +1,4 @@
-"""Layer methods: the primary estimators, re-rooted at a layer's activations.
+"""Gradient-based layer methods: the primary estimators, re-rooted at a layer's activations.
 
 Every layer method attributes to the neurons of ``layer`` (its output, or its input
 with ``attribute_to_layer_input=True``) and returns the layer's shape: a tensor, or
@@ -11,52 +11,43 @@ given, where Captum allows it). Nothing re-implements an estimator:
   (:func:`~attrkit.gradient.path_integral` of layer gradients) and
   :class:`LayerConductance` (the same walk, reduced by differences between steps);
 * a primary method whose *inputs are the layer's activations*
-  (:class:`attrkit._layer.LayerSpace`, built on :func:`attrkit._hooks.layer_as_variable`)
+  (:class:`attrkit.layer._base.LayerSpace`, built on :func:`attrkit._hooks.layer_as_variable`)
   gives :class:`LayerIntegratedGradients` (:class:`~attrkit.IntegratedGradients` of
-  the re-rooted model), :class:`LayerFeatureAblation` and :class:`LayerFeaturePermutation`;
+  the re-rooted model);
 * :class:`~attrkit.NoiseTunnel` over a one-point layer gradient gives
   :class:`LayerGradientShap`, exactly as it gives :class:`~attrkit.GradientShap`;
 * :class:`GuidedGradCam` multiplies :class:`~attrkit.GuidedBackprop` by the
-  upsampled :class:`LayerGradCam`;
-* DeepLift's multipliers taken with respect to the layer give :class:`LayerDeepLift`
-  and :class:`LayerDeepLiftShap`.
+  upsampled :class:`LayerGradCam`.
 
-Where each is defined: the gradient-based methods here, the DeepLift ones in
-:mod:`attrkit.layer_deeplift`, the ablation ones in :mod:`attrkit.layer_perturbation`
-(both re-exported here: ``from attrkit.layer import LayerDeepLift`` works), and
-:class:`~attrkit.LayerLRP` beside LRP in :mod:`attrkit.lrp`. What they share (layer
-checks, the delta in layer space, :class:`~attrkit._layer.LayerSpace`) is in
-:mod:`attrkit._layer`.
+The other families sit beside this module in :mod:`attrkit.layer`: DeepLift's
+multipliers at a layer (:mod:`attrkit.layer.deeplift`), ablation of a layer's
+neurons (:mod:`attrkit.layer.perturbation`) and LayerLRP (:mod:`attrkit.layer.lrp`).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import warnings
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _hooks as H
-from . import _plumbing as P
-from ._layer import LayerMethod, LayerSpace, layer_result
-from .backprop import GuidedBackprop
-from .base import GradientAttribution, LayerAttribution
-from .gradient import InputBaselineXGradient, IntegratedGradients, path_integral, path_steps
-from .layer_deeplift import LayerDeepLift, LayerDeepLiftShap
-from .layer_perturbation import LayerFeatureAblation, LayerFeaturePermutation
-from .noise_tunnel import NoiseTunnel
+from .. import _plumbing as P
+from .._hooks import layer_gradients, layer_values
+from ..backprop import GuidedBackprop
+from ..base import GradientAttribution, LayerAttribution
+from ..gradient import InputBaselineXGradient, IntegratedGradients, path_integral, path_steps
+from ..noise_tunnel import NoiseTunnel
+from ._base import LayerGradientAttribution, LayerSpace, layer_result
 
 __all__ = [
     "LayerActivation", "LayerGradientXActivation", "LayerGradCam", "InternalInfluence", "LayerConductance",
     "LayerIntegratedGradients", "LayerGradientShap", "GuidedGradCam",
-    "LayerDeepLift", "LayerDeepLiftShap", "LayerFeatureAblation", "LayerFeaturePermutation",
 ]
 
 
 # --------------------------------------------------------------------------- activations and one-point gradients
-class LayerActivation(LayerMethod):
+class LayerActivation(LayerGradientAttribution):
     """The layer's activations themselves (no gradient).
 
     Example:
@@ -75,11 +66,11 @@ class LayerActivation(LayerMethod):
         xs, _ = P.as_tuple(inputs)
         args = P.format_args(additional_forward_args)
         return self._for_each_layer(
-            lambda layer: layer_result(H.layer_values(self.forward_func, layer, xs, args, attribute_to_layer_input)[0])
+            lambda layer: layer_result(layer_values(self.forward_func, layer, xs, args, attribute_to_layer_input)[0])
         )
 
 
-class LayerGradientXActivation(LayerMethod):
+class LayerGradientXActivation(LayerGradientAttribution):
     r"""The layer's activation times the gradient of the target output with respect to it:
     :math:`a \odot \partial F / \partial a` (the layer version of Input X Gradient).
 
@@ -102,21 +93,20 @@ class LayerGradientXActivation(LayerMethod):
 
     def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool = True,
                  memory_efficient: bool = False):
-        super().__init__(forward_func, layer, device_ids)
-        self._multiplies_by_inputs = multiply_by_inputs
+        super().__init__(forward_func, layer, device_ids, multiply_by_inputs)
 
     def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False):
         xs, _ = P.as_tuple(inputs)
         target, args = P.validate_target(target), P.format_args(additional_forward_args)
 
         def one(layer):
-            grads, acts = H.layer_gradients(self.forward_func, layer, xs, target, args, attribute_to_layer_input)
+            grads, acts = layer_gradients(self.forward_func, layer, xs, target, args, attribute_to_layer_input)
             return layer_result(tuple(g * a for g, a in zip(grads, acts)) if self.multiplies_by_inputs else grads)
 
         return self._for_each_layer(one)
 
 
-class LayerGradCam(LayerMethod):
+class LayerGradCam(LayerGradientAttribution):
     r"""Grad-CAM: the layer's channels weighted by their spatially averaged gradients,
     :math:`\sum_c \bar{g}_c\, a_c` (summed over channels unless ``attr_dim_summation=False``,
     passed through a ReLU with ``relu_attributions=True``). Layers without spatial
@@ -140,7 +130,7 @@ class LayerGradCam(LayerMethod):
                   relu_attributions: bool = False, attr_dim_summation: bool = True):
         xs, _ = P.as_tuple(inputs)
         target, args = P.validate_target(target), P.format_args(additional_forward_args)
-        grads, acts = H.layer_gradients(self.forward_func, self.layer, xs, target, args, attribute_to_layer_input)
+        grads, acts = layer_gradients(self.forward_func, self.layer, xs, target, args, attribute_to_layer_input)
 
         def cam(g: Tensor, a: Tensor) -> Tensor:
             channel_weights = g.mean(dim=tuple(range(2, g.dim())), keepdim=True) if g.dim() > 2 else g
@@ -158,7 +148,7 @@ def _path_arguments(inputs, baselines, target, additional_forward_args, n_steps)
     return xs, P.format_baselines(baselines, xs), P.validate_target(target), P.format_args(additional_forward_args)
 
 
-class InternalInfluence(LayerMethod):
+class InternalInfluence(LayerGradientAttribution):
     r"""Internal influence: the layer gradient integrated along the straight path from
     the baseline to the input, :math:`\int_0^1 \partial F / \partial a\,(b + \alpha(x - b))\, d\alpha`.
 
@@ -180,12 +170,12 @@ class InternalInfluence(LayerMethod):
         xs, bs, target, args = _path_arguments(inputs, baselines, target, additional_forward_args, n_steps)
 
         def layer_grads(points, t, a):
-            return H.layer_gradients(self.forward_func, self.layer, points, t, a, attribute_to_layer_input)[0]
+            return layer_gradients(self.forward_func, self.layer, points, t, a, attribute_to_layer_input)[0]
 
         return layer_result(path_integral(layer_grads, xs, bs, method, n_steps, target, args, internal_batch_size))
 
 
-class LayerConductance(LayerMethod):
+class LayerConductance(LayerGradientAttribution):
     r"""Layer conductance: the gradient flow through each neuron of the layer,
     :math:`\sum_k \partial F / \partial a\,(p_k)\, (a(p_{k+1}) - a(p_k))` over ``n_steps + 1``
     points :math:`p_k` on the straight path from the baseline to the input (the chain
@@ -215,8 +205,7 @@ class LayerConductance(LayerMethod):
 
     _multiplies_by_inputs = True
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    _has_convergence_delta = True
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
@@ -226,7 +215,7 @@ class LayerConductance(LayerMethod):
         n = P.batch_size_of(xs)
 
         def grads_and_values(points, t, a):
-            grads, values = H.layer_gradients(self.forward_func, self.layer, points, t, a, attribute_to_layer_input)
+            grads, values = layer_gradients(self.forward_func, self.layer, points, t, a, attribute_to_layer_input)
             return grads + values
 
         total = previous = None
@@ -238,12 +227,10 @@ class LayerConductance(LayerMethod):
             part = tuple((g[:-1] * (a[1:] - a[:-1])).sum(0) for g, a in zip(rows[:half], rows[half:]))
             total = part if total is None else tuple(t + p for t, p in zip(total, part))
             previous = [r[-1:] for r in rows]
-        if not return_convergence_delta:
-            return layer_result(total)
-        return layer_result(total), self.compute_convergence_delta(total, bs, xs, target, args)
+        return self._with_delta(layer_result(total), return_convergence_delta, total, bs, xs, target, args)
 
 
-class LayerIntegratedGradients(LayerMethod):
+class LayerIntegratedGradients(LayerGradientAttribution):
     r"""Integrated Gradients in the layer's space: the path runs from the layer's
     activation at the baseline to its activation at the input, with the model's
     own inputs held fixed. Attributions add up to :math:`F(x) - F(b)` when the
@@ -272,11 +259,9 @@ class LayerIntegratedGradients(LayerMethod):
     _accepts_layer_list = True
 
     def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool = True):
-        super().__init__(forward_func, layer, device_ids)
-        self._multiplies_by_inputs = multiply_by_inputs
+        super().__init__(forward_func, layer, device_ids, multiply_by_inputs)
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    _has_convergence_delta = True
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
@@ -288,22 +273,18 @@ class LayerIntegratedGradients(LayerMethod):
                              additional_forward_args=space.model_args, n_steps=n_steps, method=method,
                              internal_batch_size=internal_batch_size)
         result = space.split(attrs, several=isinstance(self.layer, list))
-        if not return_convergence_delta:
-            return result
-        return result, self.compute_convergence_delta(attrs, bs, xs, target, args)
+        return self._with_delta(result, return_convergence_delta, attrs, bs, xs, target, args)
 
 
 # --------------------------------------------------------------------------- expectations
-class _LayerInputBaselineXGradient(LayerMethod):
+class _LayerInputBaselineXGradient(LayerGradientAttribution):
     """The layer gradient at one random point between input and baseline, times the change
     of the layer's activation from baseline to input: one sample of :class:`LayerGradientShap`."""
 
     def __init__(self, forward_func: Callable, layer, multiply_by_inputs: bool = True):
-        super().__init__(forward_func, layer)
-        self._multiplies_by_inputs = multiply_by_inputs
+        super().__init__(forward_func, layer, multiply_by_inputs=multiply_by_inputs)
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    _has_convergence_delta = True
 
     def attribute(self, inputs, baselines, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False, attribute_to_layer_input: bool = False):
@@ -311,19 +292,17 @@ class _LayerInputBaselineXGradient(LayerMethod):
         bs = P.format_baselines(baselines, xs)
         target, args = P.validate_target(target), P.format_args(additional_forward_args)
         at_random_point = InputBaselineXGradient(self.forward_func, multiply_by_inputs=False)
-        at_random_point.gradient_func = lambda f, points, t, a: H.layer_gradients(
+        at_random_point.gradient_func = lambda f, points, t, a: layer_gradients(
             f, self.layer, points, t, a, attribute_to_layer_input)[0]
         attrs = at_random_point.attribute(xs, bs, target=target, additional_forward_args=args)
         if self.multiplies_by_inputs:
-            at_x = H.layer_values(self.forward_func, self.layer, xs, args, attribute_to_layer_input)[0]
-            at_b = H.layer_values(self.forward_func, self.layer, bs, args, attribute_to_layer_input)[0]
+            at_x = layer_values(self.forward_func, self.layer, xs, args, attribute_to_layer_input)[0]
+            at_b = layer_values(self.forward_func, self.layer, bs, args, attribute_to_layer_input)[0]
             attrs = tuple(g * (x - b) for g, x, b in zip(attrs, at_x, at_b))
-        if not return_convergence_delta:
-            return attrs
-        return attrs, self.compute_convergence_delta(attrs, bs, xs, target, args)
+        return self._with_delta(attrs, return_convergence_delta, attrs, bs, xs, target, args)
 
 
-class LayerGradientShap(LayerMethod):
+class LayerGradientShap(LayerGradientAttribution):
     r"""GradientSHAP at a layer: the expected layer gradient at random points between
     (noisy) inputs and baselines drawn from a reference distribution, times the
     change of the layer's activation from baseline to input.
@@ -342,11 +321,9 @@ class LayerGradientShap(LayerMethod):
     """
 
     def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool = True):
-        super().__init__(forward_func, layer, device_ids)
-        self._multiplies_by_inputs = multiply_by_inputs
+        super().__init__(forward_func, layer, device_ids, multiply_by_inputs)
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    _has_convergence_delta = True
 
     def attribute(self, inputs, baselines, n_samples: int = 5, stdevs=0.0, target=None,
                   additional_forward_args=None, return_convergence_delta: bool = False,

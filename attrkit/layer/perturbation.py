@@ -1,7 +1,7 @@
 """Ablation at a layer: :class:`~attrkit.FeatureAblation` and :class:`~attrkit.FeaturePermutation`
 applied to a layer's activations.
 
-:class:`attrkit._layer.LayerSpace` turns the model into a function of the layer's
+:class:`attrkit.layer._base.LayerSpace` turns the model into a function of the layer's
 activations (the model's own inputs ride along as additional arguments); the primary
 method perturbs those activations exactly as it perturbs inputs, in batches, with the
 same ``feature_mask`` (here ``layer_mask``) and baselines (here ``layer_baselines``).
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import _plumbing as P
-from . import _batching as B
-from ._layer import LayerBase, LayerSpace
-from .base import PerturbationAttribution
-from .perturbation import FeatureAblation, FeaturePermutation
+from .. import _plumbing as P
+from .._batching import format_feature_mask
+from ..base import LayerAttribution, PerturbationAttribution
+from ..perturbation import FeatureAblation, FeaturePermutation
+from ._base import LayerSpace
 
 
-def _on_layer(attribution: LayerBase, inputs, additional_forward_args, attribute_to_layer_input: bool,
+def _on_layer(attribution: LayerAttribution, inputs, additional_forward_args, attribute_to_layer_input: bool,
               run: Callable[[LayerSpace], tuple]):
     """``run(space)`` applies a primary method to the layer's activations; its result, cut to the layer."""
     xs, _ = P.as_tuple(inputs)
@@ -28,10 +28,10 @@ def _on_layer(attribution: LayerBase, inputs, additional_forward_args, attribute
 
 def _layer_mask(layer_mask, space: LayerSpace):
     """``layer_mask`` checked against the layer's activations (so that errors name it)."""
-    return None if layer_mask is None else B.format_feature_mask(layer_mask, space.inputs, "layer_mask")
+    return None if layer_mask is None else format_feature_mask(layer_mask, space.inputs, "layer_mask")
 
 
-class LayerFeatureAblation(LayerBase, PerturbationAttribution):
+class LayerFeatureAblation(LayerAttribution, PerturbationAttribution):
     r"""Feature ablation of a layer's neurons: :math:`F(x) - F(x \text{ with neuron } j \text{ of the
     layer set to its baseline})`, the rest of the model run as usual.
 
@@ -75,7 +75,7 @@ class LayerFeatureAblation(LayerBase, PerturbationAttribution):
         return _on_layer(self, inputs, additional_forward_args, attribute_to_layer_input, ablate)
 
 
-class LayerFeaturePermutation(LayerBase, PerturbationAttribution):
+class LayerFeaturePermutation(LayerAttribution, PerturbationAttribution):
     r"""Permutation importance of a layer's neurons: :math:`F(x) - F(x \text{ with neuron } j \text{ of
     the layer shuffled across the batch})`. ``layer_mask`` groups neurons as in
     :class:`LayerFeatureAblation`; the batch needs at least two examples. ``target`` selects

@@ -13,12 +13,13 @@ from typing import Callable
 
 from torch import nn
 
-from . import _plumbing as P
-from ._layer import LayerMethod, flatten, layer_result
-from .deeplift import attributions_from_multipliers, layer_multipliers
+from .. import _plumbing as P
+from ..base import require_module
+from ..deeplift import attributions_from_multipliers, averaged_over_baselines, deeplift_rules, layer_multipliers
+from ._base import LayerGradientAttribution, layer_result
 
 
-class LayerDeepLift(LayerMethod):
+class LayerDeepLift(LayerGradientAttribution):
     r"""DeepLIFT (Rescale rule) with respect to a layer: each neuron's multiplier times the
     change of its activation, :math:`m_a \cdot (a(x) - a(b))`.
 
@@ -46,6 +47,8 @@ class LayerDeepLift(LayerMethod):
         multiply_by_inputs: multiply the multipliers by ``a(x) - a(b)``; ``False`` returns the
             multipliers themselves.
         eps: an activation change below this counts as no change (the derivative is used there).
+        rules: module type -> DeepLift rule class, as in :class:`~attrkit.DeepLift` (default
+            :data:`attrkit.deeplift.NONLINEAR_RULES`).
 
     Example:
         >>> import torch
@@ -58,16 +61,14 @@ class LayerDeepLift(LayerMethod):
         (torch.Size([2, 6, 3, 3]), True)
     """
 
-    def __init__(self, model: nn.Module, layer: nn.Module, multiply_by_inputs: bool = True, eps: float = 1e-10):
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"`model` must be a torch.nn.Module (DeepLift hooks its nonlinearities), got "
-                            f"{type(model).__name__}.")
-        super().__init__(model, layer)
-        self.model, self.eps = model, eps
-        self._multiplies_by_inputs = multiply_by_inputs
+    _has_convergence_delta = True
 
-    def has_convergence_delta(self) -> bool:
-        return True
+    def __init__(self, model: nn.Module, layer: nn.Module, multiply_by_inputs: bool = True, eps: float = 1e-10,
+                 rules: dict | None = None):
+        super().__init__(require_module(model, type(self).__name__, "it hooks its nonlinearities"), layer,
+                         multiply_by_inputs=multiply_by_inputs)
+        deeplift_rules(rules)  # fail early on a bad table
+        self.model, self.eps, self.rules = model, eps, rules
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
@@ -87,11 +88,9 @@ class LayerDeepLift(LayerMethod):
         bs = P.format_baselines(baselines, xs)
         target, args = P.validate_target(target), P.format_args(additional_forward_args)
         mults, at_x, at_b = layer_multipliers(self.model, self.forward_func, self.layer, xs, bs, target, args,
-                                              self.eps, attribute_to_input=attribute_to_layer_input)
+                                              self.eps, attribute_to_layer_input, self.rules)
         attrs = attributions_from_multipliers(mults, at_x, at_b, custom_attribution_func, self.multiplies_by_inputs)
-        if not return_convergence_delta:
-            return layer_result(attrs)
-        return layer_result(attrs), self.compute_convergence_delta(attrs, bs, xs, target, args)
+        return self._with_delta(layer_result(attrs), return_convergence_delta, attrs, bs, xs, target, args)
 
 
 class LayerDeepLiftShap(LayerDeepLift):
@@ -116,23 +115,17 @@ class LayerDeepLiftShap(LayerDeepLift):
         (torch.Size([2, 4, 3, 3]), torch.Size([10]))
     """
 
-    def __init__(self, model: nn.Module, layer: nn.Module, multiply_by_inputs: bool = True):
-        super().__init__(model, layer, multiply_by_inputs)
+    def __init__(self, model: nn.Module, layer: nn.Module, multiply_by_inputs: bool = True, rules: dict | None = None):
+        super().__init__(model, layer, multiply_by_inputs, rules=rules)
 
     def attribute(self, inputs, baselines, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
                   custom_attribution_func: Callable | None = None):
         """As :meth:`LayerDeepLift.attribute`, with ``baselines`` a tensor of reference examples
         ``(n_baselines, *example_shape)`` (a tuple of them for tuple inputs, or a callable returning that)."""
-        xs, _ = P.as_tuple(inputs)
-        distribution = P.baseline_distribution(baselines, xs)
-        n, m = P.batch_size_of(xs), distribution[0].shape[0]
-        out = super().attribute(
-            P.expand(xs, m, "interleave"), P.expand(distribution, n, "repeat"),
-            P.expand_target(P.validate_target(target), m, "interleave"),
-            P.expand_args(P.format_args(additional_forward_args), m, "interleave"),
-            return_convergence_delta, attribute_to_layer_input, custom_attribution_func,
-        )
-        attrs, delta = out if return_convergence_delta else (out, None)
-        means = layer_result(tuple(a.reshape(n, m, *a.shape[1:]).mean(1) for a in flatten(attrs)))
-        return (means, delta) if return_convergence_delta else means
+        def each_pair(xs, bs, target, args):
+            return super(LayerDeepLiftShap, self).attribute(xs, bs, target, args, return_convergence_delta,
+                                                            attribute_to_layer_input, custom_attribution_func)
+
+        return averaged_over_baselines(each_pair, inputs, baselines, target, additional_forward_args,
+                                       return_convergence_delta, lambda means, _: layer_result(means))

@@ -1,0 +1,24 @@
+"""Layer methods: the primary estimators re-rooted at a layer's activations, one module per family.
+
+* :mod:`attrkit.layer.gradient` — :class:`LayerActivation`, :class:`LayerGradientXActivation`,
+  :class:`LayerGradCam`, :class:`InternalInfluence`, :class:`LayerConductance`,
+  :class:`LayerIntegratedGradients`, :class:`LayerGradientShap`, :class:`GuidedGradCam`;
+* :mod:`attrkit.layer.deeplift` — :class:`LayerDeepLift`, :class:`LayerDeepLiftShap`;
+* :mod:`attrkit.layer.perturbation` — :class:`LayerFeatureAblation`, :class:`LayerFeaturePermutation`;
+* :mod:`attrkit.layer.lrp` — :class:`LayerLRP`.
+
+What they share beyond :class:`attrkit.LayerAttribution` (the layer checks and the delta in
+layer space) is in :mod:`attrkit.layer._base`; the one gradient with respect to a layer is
+:func:`attrkit._hooks.layer_gradients`. Every class is also importable from ``attrkit``.
+"""
+from .deeplift import LayerDeepLift, LayerDeepLiftShap
+from .gradient import (GuidedGradCam, InternalInfluence, LayerActivation, LayerConductance, LayerGradCam,
+                       LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients)
+from .lrp import LayerLRP
+from .perturbation import LayerFeatureAblation, LayerFeaturePermutation
+
+__all__ = [
+    "LayerActivation", "LayerGradientXActivation", "LayerGradCam", "InternalInfluence", "LayerConductance",
+    "LayerIntegratedGradients", "LayerGradientShap", "GuidedGradCam",
+    "LayerDeepLift", "LayerDeepLiftShap", "LayerFeatureAblation", "LayerFeaturePermutation", "LayerLRP",
+]

@@ -1,0 +1,56 @@
+"""LayerLRP: the relevance of :mod:`attrkit.lrp`, stopped at a layer.
+
+The same rules as :class:`~attrkit.LRP` go on the model (:func:`attrkit.lrp.lrp_rules`);
+the gradient is taken with respect to the layers' activations
+(:func:`attrkit._hooks.layer_gradients`) and scaled by each example's output.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from .. import _plumbing as P
+from .._hooks import layer_gradients
+from ..base import LayerAttribution, require_module
+from ..lrp import LRP, check_rules, lrp_rules, times_rows
+
+
+class LayerLRP(LRP, LayerAttribution):
+    r"""LRP relevance of a layer's output (or input, ``attribute_to_layer_input=True``).
+
+    ``layer`` may be one module or a list of modules (then a list of relevances,
+    and of deltas, is returned). Bach et al. (2015), https://doi.org/10.1371/journal.pone.0130140
+
+    Example:
+        >>> import torch
+        >>> from attrkit import LayerLRP
+        >>> from attrkit.testing import SmallCNN
+        >>> model = SmallCNN()
+        >>> LayerLRP(model, model.conv2).attribute(torch.rand(2, 1, 8, 8), target=0).shape
+        torch.Size([2, 6, 3, 3])
+    """
+
+    def __init__(self, model: nn.Module, layer):
+        layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        for item in layers:
+            if not isinstance(item, nn.Module):
+                raise TypeError(f"`layer` must be a torch.nn.Module or a list of them, got {type(item).__name__}.")
+        require_module(model, type(self).__name__, "it hooks its layers")
+        LayerAttribution.__init__(self, model, layers[0])  # LRP.__init__ would not pass `layer` along
+        self.gradient_func = P.gradients
+        self.model, self.layer, self._layer_list = model, layer, layers
+        check_rules(model)
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta: bool = False,
+                  attribute_to_layer_input: bool = False, verbose: bool = False):
+        xs, _ = P.as_tuple(inputs)
+        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        check_rules(self.model)
+        per_layer, _ = layer_gradients(self.forward_func, self._layer_list, xs, target, args,
+                                       attribute_to_layer_input, rules=lrp_rules(verbose).applied(self.model))
+        output = P.scalar_outputs(self.forward_func, xs, target, args)
+        relevances = [tuple(times_rows(g, output) for g in grads) for grads in per_layer]
+        results = [r if len(r) > 1 else r[0] for r in relevances]
+        deltas = [self.compute_convergence_delta(r, output) for r in relevances]
+        if isinstance(self.layer, (list, tuple)):
+            return (results, deltas) if return_convergence_delta else results
+        return (results[0], deltas[0]) if return_convergence_delta else results[0]
