@@ -1,4 +1,4 @@
-"""A ready explorer: the ImageNet classifier of :mod:`attrkit.models` on the bundled penguin and swan photos.
+"""A ready explorer: the ImageNet classifier of :mod:`attrkit.zoo.models` on the bundled penguin and swan photos.
 
 Run ``python -m attrkit.insights.example`` (``--port N``, ``--no-browser``, ``--model NAME``); Ctrl-C stops it.
 Offline it uses EfficientNet-Lite0 and the photos from ``$ATTRKIT_MIRROR``.
@@ -21,7 +21,7 @@ def build(model: str = "auto") -> AttributionVisualizer:
     from PIL import Image
     from torchvision import transforms as T
 
-    from .. import assets, models
+    from ..zoo import assets, models
 
     clf = models.imagenet_classifier(model)
     to_picture = T.Compose([t for t in clf.transform.transforms if not isinstance(t, T.Normalize)])
