@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import Tensor
 
-from ._plumbing import batch_size_of, check_positive_int, expand, expand_args, expand_target, per_example, run_forward
+from ._hooks import hook_handles, module_of
+from ._plumbing import batch_size_of, check_choice, check_positive_int, expand_args, expand_target, per_example, \
+    run_forward
 
 BATCH_MEMORY_ENV = "ATTRKIT_BATCH_MEMORY_MB"
 DEFAULT_BATCH_MEMORY_MB = 64.0
@@ -25,6 +28,22 @@ DEFAULT_BATCH_MEMORY_MB = 64.0
 CPU_MAX_ROWS = 4096
 CPU_ACTIVATION_BUDGET_MB = 8.0  # for the largest activation of one forward pass (2x this L2 cache)
 PROGRESS_AFTER_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class PerturbationOptions:
+    """How a perturbation method evaluates its perturbations (the public arguments, bundled once).
+
+    ``perturbations_per_eval``: perturbations per forward pass (Captum's meaning), None to size them from
+    ``max_batch_memory_mb`` (else ``ATTRKIT_BATCH_MEMORY_MB``, else 64); ``show_progress``: a ``tqdm`` bar,
+    True / False / None (automatic in a notebook for long runs); ``desc``: the bar's label.
+    """
+
+    perturbations_per_eval: int | None = None
+    max_batch_memory_mb: float | None = None
+    show_progress: bool | None = None
+    desc: str = "perturbations"
+
 
 
 def format_feature_mask(feature_mask, inputs: tuple[Tensor, ...], name: str = "feature_mask") -> tuple[Tensor, ...]:
@@ -55,6 +74,41 @@ def format_feature_mask(feature_mask, inputs: tuple[Tensor, ...], name: str = "f
             )
         out.append(m.reshape((1,) * (x.dim() - m.dim()) + tuple(m.shape)).to(device=x.device, dtype=torch.long))
     return tuple(out)
+
+
+class Features(NamedTuple):
+    """Feature masks ready for a perturbation loop: ``masks`` (one per input, broadcastable to it), ``maps``
+    (the masks with ids replaced by unit numbers 0..n-1) and ``n`` (the number of features)."""
+
+    masks: tuple
+    maps: tuple
+    n: int
+
+
+FEATURE_ID_RULES = ("any", "from_zero", "0..n-1")
+
+
+def feature_masks(feature_mask, inputs: tuple[Tensor, ...], ids: str = "any", name: str = "feature_mask") -> Features:
+    """The one mask normaliser, with the methods' rule for feature ids as an explicit argument:
+
+    * ``"any"`` — any integers; each distinct id is a feature, numbered in order of first appearance
+      (:func:`feature_ids`) — feature ablation and permutation;
+    * ``"from_zero"`` — shifted so that the smallest id is 0; features 0..max — LIME (as Captum);
+    * ``"0..n-1"`` — ids must be non-negative; features 0..max — Shapley values.
+    """
+    check_choice(ids, "ids", FEATURE_ID_RULES)
+    masks = format_feature_mask(feature_mask, inputs, name)
+    if feature_mask is None:  # every scalar its own feature, numbered 0, 1, ... already
+        return Features(masks, masks, sum(m.numel() for m in masks))
+    if ids == "any":
+        distinct = feature_ids(masks)
+        return Features(masks, unit_maps(masks, distinct), len(distinct))
+    if ids == "from_zero":
+        low = min(int(m.min()) for m in masks if m.numel())
+        masks = masks if low == 0 else tuple(m - low for m in masks)
+    elif any(m.numel() and m.min() < 0 for m in masks):
+        raise ValueError(f"`{name}` ids must be non-negative integers (0 .. number of features - 1).")
+    return Features(masks, masks, 1 + max(int(m.max()) if m.numel() else -1 for m in masks))
 
 
 def feature_ids(masks: tuple[Tensor, ...]) -> Tensor:
@@ -112,18 +166,18 @@ def batch_memory_mb(max_batch_memory_mb=None) -> float:
 
 
 def units_per_eval(inputs: tuple[Tensor, ...], args: tuple, n_units: int, aggregate: bool,
-                   perturbations_per_eval=None, max_batch_memory_mb=None, activation_bytes: int = 0) -> int:
+                   options: PerturbationOptions = PerturbationOptions(), activation_bytes: int = 0) -> int:
     """How many perturbations go into one forward pass: ``perturbations_per_eval`` when given (Captum's
     meaning), otherwise as many as fit the memory budget; on the CPU also at most ``CPU_MAX_ROWS`` rows and
     ``CPU_ACTIVATION_BUDGET_MB`` for the largest activation (``activation_bytes``: its size for one unit).
     A model that aggregates over the batch gets one."""
-    if perturbations_per_eval is not None:
-        k = check_positive_int(perturbations_per_eval, "perturbations_per_eval")
+    if options.perturbations_per_eval is not None:
+        k = check_positive_int(options.perturbations_per_eval, "perturbations_per_eval")
         if aggregate and k > 1:
             raise ValueError("`perturbations_per_eval` must be 1 when the model returns one output for the whole "
                              "batch (it cannot tell perturbations apart).")
         return min(k, max(n_units, 1))
-    budget = batch_memory_mb(max_batch_memory_mb) * 2**20
+    budget = batch_memory_mb(options.max_batch_memory_mb) * 2**20
     if aggregate:
         return 1
     unit_bytes = sum(t.numel() * t.element_size() for t in (*inputs, *args) if isinstance(t, Tensor) and t.dim())
@@ -135,17 +189,17 @@ def units_per_eval(inputs: tuple[Tensor, ...], args: tuple, n_units: int, aggreg
 
 
 def evaluate_perturbations(forward_func: Callable, build: Callable[[range], tuple], n_units: int, per_eval: int,
-                           target=None, args: tuple = (), n_outputs: int = 1, show_progress=None,
-                           desc: str = "perturbations") -> Tensor:
+                           target=None, args: tuple = (), n_outputs: int = 1,
+                           options: PerturbationOptions = PerturbationOptions()) -> Tensor:
     """Run ``forward_func`` on ``build(units)`` for every unit, ``per_eval`` units per forward pass.
 
     Returns the selected outputs as a ``(n_units, n_outputs)`` tensor (a normal tensor, usable with autograd
     later). Forward passes run under ``torch.inference_mode()`` (see :func:`without_grad`).
-    ``show_progress``: True / False, or None for a ``tqdm`` bar only in a notebook, and only when the first
-    batch predicts more than a few seconds.
+    ``options.show_progress``: True / False, or None for a ``tqdm`` bar only in a notebook, and only when
+    the first batch predicts more than a few seconds.
     """
     outputs, inference = [], True
-    bar = _ProgressBar(n_units, show_progress, desc)
+    bar = _ProgressBar(n_units, options.show_progress, options.desc)
     try:
         for start in range(0, n_units, per_eval):
             units = range(start, min(start + per_eval, n_units))
@@ -162,24 +216,24 @@ def evaluate_perturbations(forward_func: Callable, build: Callable[[range], tupl
 
 def evaluate_with_reference(forward_func: Callable, reference_inputs: tuple[Tensor, ...],
                             build: Callable[[range], tuple], n_units: int, target=None, args: tuple = (),
-                            perturbations_per_eval=None, max_batch_memory_mb=None, show_progress=None,
-                            desc: str = "perturbations"):
+                            options: PerturbationOptions = PerturbationOptions(), masks: tuple = ()):
     """The output on the unperturbed ``reference_inputs`` and on every unit of ``build``.
 
-    Returns ``(reference, outputs, aggregate)``: ``reference`` shaped ``(n_outputs,)``, ``outputs``
+    Returns ``(reference, outputs)``: ``reference`` shaped ``(n_outputs,)``, ``outputs``
     ``(n_units, n_outputs)``. The reference pass also tells whether the model aggregates over the batch (a
-    loss, say: then it gets one unit at a time, Captum's rule, and ``aggregate`` is True) and, on the CPU,
-    how large its activations are, to size the batches.
+    loss, say: then it gets one unit at a time, Captum's rule, and the feature ``masks`` must be shared by
+    the batch) and, on the CPU, how large its activations are, to size the batches.
     """
     n = batch_size_of(reference_inputs)
     cpu = reference_inputs[0].device.type == "cpu"
     reference, activation = reference_output(forward_func, reference_inputs, target, args, measure=cpu)
     aggregate, n_outputs = output_mode(reference, n)
-    per_eval = units_per_eval(reference_inputs, args, n_units, aggregate, perturbations_per_eval,
-                              max_batch_memory_mb, activation)
-    outputs = evaluate_perturbations(forward_func, build, n_units, per_eval, target, args, n_outputs,
-                                     show_progress, desc)
-    return reference.reshape(n_outputs), outputs, aggregate
+    if aggregate and any(m.shape[0] != 1 for m in masks):
+        raise ValueError("`feature_mask` must have a first dimension of 1 when the model returns one output for "
+                         "the whole batch: the attribution is for the batch, so features must be the same.")
+    per_eval = units_per_eval(reference_inputs, args, n_units, aggregate, options, activation)
+    outputs = evaluate_perturbations(forward_func, build, n_units, per_eval, target, args, n_outputs, options)
+    return reference.reshape(n_outputs), outputs
 
 
 def without_grad(fn: Callable[[], Any], inference: bool = True) -> tuple[Any, bool]:
@@ -209,10 +263,8 @@ def reference_output(forward_func: Callable, inputs: tuple[Tensor, ...], target=
         if isinstance(output, Tensor):
             sizes.append(output.numel() * output.element_size())
 
-    owner = forward_func if isinstance(forward_func, torch.nn.Module) else getattr(forward_func, "__self__", None)
-    modules = list(owner.modules()) if measure and isinstance(owner, torch.nn.Module) else []
-    from ._hooks import hook_handles
-
+    owner = module_of(forward_func)
+    modules = list(owner.modules()) if measure and owner is not None else []
     with hook_handles() as handles:
         handles.extend(m.register_forward_hook(record) for m in modules)
         out, _ = without_grad(lambda: run_forward(forward_func, inputs, target, args))

@@ -96,14 +96,10 @@ def capture(layer: nn.Module, attribute_to_input: bool = False, require_grad: bo
         if require_grad:
             items = tuple(_needing_grad(v) for v in items)
         record.calls.append(items)
-        clones = tuple(v.clone() if isinstance(v, Tensor) else v for v in items)
-        return clones if record.is_tuple else clones[0]
+        return _cloned(items, record.is_tuple)
 
     with hook_handles() as handles:
-        if attribute_to_input:
-            handles.append(layer.register_forward_pre_hook(lambda m, args: _pre(keep(args))))
-        else:
-            handles.append(layer.register_forward_hook(lambda m, args, out: keep(out)))
+        handles.append(_on_layer_values(layer, attribute_to_input, keep))
         yield record
 
 
@@ -131,15 +127,24 @@ def replace(layer: nn.Module, values: tuple[Tensor, ...], attribute_to_input: bo
         if len(values) != len(items):
             raise ValueError(f"`layer` produces {len(items)} tensor(s); {len(values)} replacement(s) given.")
         # clones: an in-place operation further down (ReLU(inplace=True)) must not hit the caller's leaves
-        clones = tuple(v.clone() if isinstance(v, Tensor) else v for v in values)
-        return clones if record.is_tuple else clones[0]
+        return _cloned(values, record.is_tuple)
 
     with hook_handles() as handles:
-        if attribute_to_input:
-            handles.append(layer.register_forward_pre_hook(lambda m, args: _pre(swap(args))))
-        else:
-            handles.append(layer.register_forward_hook(lambda m, args, out: swap(out)))
+        handles.append(_on_layer_values(layer, attribute_to_input, swap))
         yield record
+
+
+def _on_layer_values(layer: nn.Module, attribute_to_input: bool, fn: Callable):
+    """Hook ``fn`` on what the layer produces (its positional inputs with ``attribute_to_input``); what
+    ``fn`` returns replaces it. Returns the hook's handle."""
+    if attribute_to_input:
+        return layer.register_forward_pre_hook(lambda m, args: _pre(fn(args)))
+    return layer.register_forward_hook(lambda m, args, out: fn(out))
+
+
+def _cloned(values: tuple, is_tuple: bool):
+    clones = tuple(v.clone() if isinstance(v, Tensor) else v for v in values)
+    return clones if is_tuple else clones[0]
 
 
 # --------------------------------------------------------------------------- re-rootings

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from . import _plumbing as P
-from . import _batching as B
+from ._batching import PerturbationOptions, evaluate_with_reference, feature_masks, spread_units
 from .base import PerturbationAttribution
 
 
@@ -64,15 +64,17 @@ class FeatureAblation(PerturbationAttribution):
         """
         xs, is_tuple = P.as_tuple(inputs)
         bs = P.format_baselines(baselines, xs)
-        masks, ids, maps = _features(feature_mask, xs)
+        features = feature_masks(feature_mask, xs)
+        maps = features.maps
 
         def build(units: range) -> tuple[Tensor, ...]:
             chosen = torch.arange(units.start, units.stop, device=maps[0].device)
             return tuple(_replace(x, b, m.unsqueeze(0) == _column(chosen, m)) for x, b, m in zip(xs, bs, maps))
 
-        diffs = _differences(self.forward_func, xs, build, len(ids), target, additional_forward_args,
-                             perturbations_per_eval, show_progress, max_batch_memory_mb, masks, type(self).__name__)
-        return P.restore(B.spread_units(diffs, maps, xs), is_tuple)
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, type(self).__name__)
+        diffs = _differences(self.forward_func, xs, build, features.n, target, additional_forward_args, options,
+                             features.masks)
+        return P.restore(spread_units(diffs, maps, xs), is_tuple)
 
 
 class Occlusion(FeatureAblation):
@@ -116,8 +118,8 @@ class Occlusion(FeatureAblation):
             return tuple(_replace(x, b, _window_masks(grid, chosen - start).unsqueeze(1))
                          for x, b, grid, start in zip(xs, bs, grids, starts))
 
-        diffs = _differences(self.forward_func, xs, build, starts[-1], target, additional_forward_args,
-                             perturbations_per_eval, show_progress, max_batch_memory_mb, (), "Occlusion")
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, "Occlusion")
+        diffs = _differences(self.forward_func, xs, build, starts[-1], target, additional_forward_args, options)
         attrs = tuple(_spread_windows(diffs[:, start:start + _n_windows(grid)], grid)
                       for grid, start in zip(grids, starts))
         return P.restore(attrs, is_tuple)
@@ -156,8 +158,10 @@ class FeaturePermutation(FeatureAblation):
         n = P.batch_size_of(xs)
         if n < 2:
             raise ValueError(f"`inputs` must hold at least 2 examples to shuffle a feature across them, got {n}.")
-        masks, ids, maps = _features(feature_mask, xs)
-        present = [torch.isin(ids, m).tolist() for m in masks]
+        features = feature_masks(feature_mask, xs)
+        maps = features.maps
+        units = torch.arange(features.n, device=maps[0].device)
+        present = [torch.isin(units, m).tolist() for m in maps]
         perms = None if self.perm_func else _permutations(present, n, xs[0].device)
 
         def build(units: range) -> tuple[Tensor, ...]:
@@ -168,33 +172,21 @@ class FeaturePermutation(FeatureAblation):
             return tuple(torch.stack([self.perm_func(x, hit) if hit.any() else x for hit in h])
                          for x, h in zip(xs, hits))
 
-        diffs = _differences(self.forward_func, xs, build, len(ids), target, additional_forward_args,
-                             perturbations_per_eval, show_progress, max_batch_memory_mb, masks, "FeaturePermutation")
-        return P.restore(B.spread_units(diffs, maps, xs), is_tuple)
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, "FeaturePermutation")
+        diffs = _differences(self.forward_func, xs, build, features.n, target, additional_forward_args, options,
+                             features.masks)
+        return P.restore(spread_units(diffs, maps, xs), is_tuple)
 
 
 # --------------------------------------------------------------------------- shared by the three
-def _differences(forward_func, xs, build, n_units, target, additional_forward_args, perturbations_per_eval,
-                 show_progress, max_batch_memory_mb, masks, desc) -> Tensor:
+def _differences(forward_func, xs, build, n_units, target, additional_forward_args, options: PerturbationOptions,
+                 masks: tuple = ()) -> Tensor:
     """``F(x) - F(unit u)`` for every unit: shape ``(rows, n_units)``, rows = examples (or the outputs of a
     model that aggregates over the batch)."""
     target, args = P.validate_target(target), P.format_args(additional_forward_args)
-    reference, outputs, aggregate = B.evaluate_with_reference(
-        forward_func, xs, _unit_major(build), n_units, target, args, perturbations_per_eval, max_batch_memory_mb,
-        show_progress, desc)
-    if aggregate and any(m.shape[0] != 1 for m in masks):
-        raise ValueError("`feature_mask` must have a first dimension of 1 when the model returns one output for "
-                         "the whole batch: the attribution is for the batch, so features must be the same.")
+    reference, outputs = evaluate_with_reference(forward_func, xs, _unit_major(build), n_units, target, args,
+                                                 options, masks)
     return (reference.unsqueeze(0) - outputs).T
-
-
-def _features(feature_mask, xs):
-    """The masks, the distinct feature ids (one unit each), and the masks with ids replaced by unit numbers."""
-    masks = B.format_feature_mask(feature_mask, xs)
-    if feature_mask is None:  # every scalar its own feature, numbered 0, 1, ... already
-        return masks, torch.arange(sum(m.numel() for m in masks), device=masks[0].device), masks
-    ids = B.feature_ids(masks)
-    return masks, ids, B.unit_maps(masks, ids)
 
 
 def _unit_major(build):

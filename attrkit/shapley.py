@@ -24,7 +24,8 @@ import torch
 from torch import Tensor
 
 from . import _plumbing as P
-from . import _batching as B
+from ._batching import (PerturbationOptions, evaluate_perturbations, evaluate_with_reference, feature_masks,
+                        output_mode, reference_output, spread_units, units_per_eval)
 from .base import PerturbationAttribution
 from .surrogates import Lasso, LinearRegression, Ridge, fit_surrogate, solver_dtype
 
@@ -64,8 +65,9 @@ class ShapleyValueSampling(PerturbationAttribution):
         def coalitions(units: Tensor) -> Tensor:  # unit = (order s, step j): the first j + 1 features of s
             return ranks[units // game.n_features] <= (units % game.n_features).unsqueeze(1)
 
-        empty, values = game.play(coalitions, n_samples * game.n_features, perturbations_per_eval, show_progress,
-                                  max_batch_memory_mb, "ShapleyValueSampling")
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress,
+                                      "ShapleyValueSampling")
+        empty, values = game.play(coalitions, n_samples * game.n_features, options)
         values = torch.cat([empty.expand(n_samples, 1, -1), values.reshape(n_samples, game.n_features, -1)], 1)
         steps = values.diff(dim=1)  # the output change at each step of each order
         shapley = steps.gather(1, ranks.unsqueeze(-1).expand_as(steps)).mean(0)  # (features, outputs)
@@ -107,8 +109,8 @@ class ShapleyValues(ShapleyValueSampling):
         def coalitions(units: Tensor) -> Tensor:  # unit = coalition number c: bit f says feature f is in
             return (units.unsqueeze(1) & bits) > 0
 
-        _, values = game.play(coalitions, 2**n, perturbations_per_eval, show_progress, max_batch_memory_mb,
-                              "ShapleyValues")
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, "ShapleyValues")
+        _, values = game.play(coalitions, 2**n, options)
         dtype = solver_dtype(values)
         size = torch.arange(n + 1, device=game.device, dtype=dtype)
         log_factorial = torch.lgamma(size + 1)
@@ -131,15 +133,12 @@ class _Game:
         self.forward_func = forward_func
         self.xs, self.is_tuple = P.as_tuple(inputs)
         self.bs = P.format_baselines(baselines, self.xs)
-        self.masks = B.format_feature_mask(feature_mask, self.xs)
-        if any(m.numel() and m.min() < 0 for m in self.masks):
-            raise ValueError("`feature_mask` ids must be non-negative integers (0 .. number of features - 1).")
-        self.n_features = 1 + max(int(m.max()) if m.numel() else -1 for m in self.masks)
+        self.masks, _, self.n_features = feature_masks(feature_mask, self.xs, ids="0..n-1")
         self.device = self.xs[0].device
         self.target, self.args = P.validate_target(target), P.format_args(additional_forward_args)
 
-    def play(self, coalitions: Callable[[Tensor], Tensor], n_units, perturbations_per_eval, show_progress,
-             max_batch_memory_mb, desc) -> tuple[Tensor, Tensor]:
+    def play(self, coalitions: Callable[[Tensor], Tensor], n_units, options: PerturbationOptions
+             ) -> tuple[Tensor, Tensor]:
         """The model's output on the empty coalition (the baselines), ``(outputs,)``, and on the coalitions
         ``coalitions(units) -> (k, n_features) bool``, ``(n_units, outputs)``."""
         def build(units: range):
@@ -147,16 +146,11 @@ class _Game:
             return tuple(torch.where(members[:, m], x.unsqueeze(0), b.unsqueeze(0)).flatten(0, 1)
                          for x, b, m in zip(self.xs, self.bs, self.masks))
 
-        empty, values, aggregate = B.evaluate_with_reference(
-            self.forward_func, self.bs, build, n_units, self.target, self.args, perturbations_per_eval,
-            max_batch_memory_mb, show_progress, desc)
-        if aggregate and any(m.shape[0] != 1 for m in self.masks):
-            raise ValueError("`feature_mask` must have a first dimension of 1 when the model returns one output "
-                             "for the whole batch.")
-        return empty, values
+        return evaluate_with_reference(self.forward_func, self.bs, build, n_units, self.target, self.args, options,
+                                       self.masks)
 
     def spread(self, values: Tensor):
-        return P.restore(B.spread_units(values, self.masks, self.xs), self.is_tuple)
+        return P.restore(spread_units(values, self.masks, self.xs), self.is_tuple)
 
 
 # --------------------------------------------------------------------------- LIME and KernelSHAP
@@ -226,9 +220,9 @@ class LimeBase(PerturbationAttribution):
         def build(units: range):
             return tuple(torch.cat(parts) for parts in zip(*stacked[units.start:units.stop]))
 
-        per_eval = B.units_per_eval(stacked[0], args, len(stacked), False, perturbations_per_eval, max_batch_memory_mb)
-        y = B.evaluate_perturbations(self.forward_func, build, len(stacked), per_eval, target, args, 1,
-                                     show_progress, type(self).__name__)
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, type(self).__name__)
+        per_eval = units_per_eval(stacked[0], args, len(stacked), False, options)
+        y = evaluate_perturbations(self.forward_func, build, len(stacked), per_eval, target, args, 1, options)
         X = torch.cat([torch.as_tensor(i).reshape(1, -1) for i in interps]).to(device=xs[0].device, dtype=y.dtype)
         w = torch.as_tensor(weights, dtype=y.dtype, device=xs[0].device).reshape(1, -1)
         coef = fit_surrogate(self.interpretable_model, X[None], y.reshape(1, -1), w)
@@ -290,25 +284,22 @@ class Lime(LimeBase):
         n_samples = P.check_positive_int(n_samples, "n_samples")
         xs, is_tuple = P.as_tuple(inputs)
         bs = P.format_baselines(baselines, xs)
-        masks = _from_zero(B.format_feature_mask(feature_mask, xs))
-        n_features = 1 + max(int(m.max()) if m.numel() else -1 for m in masks)
+        masks, _, n_features = feature_masks(feature_mask, xs, ids="from_zero")
         target, args = P.validate_target(target), P.format_args(additional_forward_args)
-        reference, activation = B.reference_output(self.forward_func, xs, target, args, measure=True)
-        aggregate, _ = B.output_mode(reference, P.batch_size_of(xs))
+        reference, activation = reference_output(self.forward_func, xs, target, args, measure=True)
+        aggregate, _ = output_mode(reference, P.batch_size_of(xs))
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, type(self).__name__)
         if aggregate and reference.numel() != 1:
             raise ValueError(f"the model output (after `target`) has shape {tuple(reference.shape)}: Lime explains one "
                              f"number per example, or one for the whole batch.")
         if self.perturb_func is None and hasattr(self.similarity_func, "distance_mode"):
-            per_eval = B.units_per_eval(xs, args, n_samples, aggregate, perturbations_per_eval, max_batch_memory_mb,
-                                        activation)
-            coefs = self._fit_all(xs, bs, masks, n_features, aggregate, target, args, n_samples, per_eval,
-                                  show_progress)
+            per_eval = units_per_eval(xs, args, n_samples, aggregate, options, activation)
+            coefs = self._fit_all(xs, bs, masks, n_features, aggregate, target, args, n_samples, per_eval, options)
         else:
-            coefs = self._fit_each(xs, bs, masks, n_features, aggregate, is_tuple, target, args, n_samples,
-                                   perturbations_per_eval, show_progress, max_batch_memory_mb)
+            coefs = self._fit_each(xs, bs, masks, n_features, aggregate, is_tuple, target, args, n_samples, options)
         if not return_input_shape:
             return coefs
-        return P.restore(B.spread_units(coefs, tuple(m[:len(coefs)] for m in masks), xs), is_tuple)
+        return P.restore(spread_units(coefs, tuple(m[:len(coefs)] for m in masks), xs), is_tuple)
 
     def _draw(self, rows: int, n_samples: int, n_features: int, device) -> Tensor:
         """Interpretable samples ``(rows, n_samples, n_features)``: each feature kept with probability 1/2
@@ -322,7 +313,7 @@ class Lime(LimeBase):
         return _exp_kernel(original.float(), perturbed.float(), f.distance_mode, f.kernel_width).T
 
     def _fit_all(self, xs, bs, masks, n_features, aggregate, target, args, n_samples, per_eval,
-                 show_progress) -> Tensor:
+                 options: PerturbationOptions) -> Tensor:
         """All examples at once: samples drawn together, evaluated in shared batches, fitted together."""
         n = P.batch_size_of(xs)
         rows = 1 if aggregate else n
@@ -337,12 +328,11 @@ class Lime(LimeBase):
             weights[:, units.start:units.stop] = self._weights(chosen, original, flat)
             return tuple(p.flatten(0, 1) for p in perturbed)
 
-        y = B.evaluate_perturbations(self.forward_func, build, n_samples, per_eval, target, args, rows,
-                                     show_progress, type(self).__name__)
+        y = evaluate_perturbations(self.forward_func, build, n_samples, per_eval, target, args, rows, options)
         return fit_surrogate(self.interpretable_model, samples.to(y.dtype), y.T, weights.to(y.dtype))
 
     def _fit_each(self, xs, bs, masks, n_features, aggregate, is_tuple, target, args, n_samples,
-                  perturbations_per_eval, show_progress, max_batch_memory_mb) -> Tensor:
+                  options: PerturbationOptions) -> Tensor:
         """One example at a time through :meth:`LimeBase.attribute` (custom sampling or similarity)."""
         n = P.batch_size_of(xs)
         coefs = []
@@ -351,8 +341,9 @@ class Lime(LimeBase):
             coefs.append(LimeBase.attribute(
                 self, P.restore([pick(x) for x in xs], is_tuple), target=_example_target(target, i, n),
                 additional_forward_args=tuple(pick(a) if isinstance(a, Tensor) and a.dim() else a for a in args),
-                n_samples=n_samples, perturbations_per_eval=perturbations_per_eval, show_progress=show_progress,
-                max_batch_memory_mb=max_batch_memory_mb, baselines=P.restore([pick(b) for b in bs], is_tuple),
+                n_samples=n_samples, perturbations_per_eval=options.perturbations_per_eval,
+                show_progress=options.show_progress, max_batch_memory_mb=options.max_batch_memory_mb,
+                baselines=P.restore([pick(b) for b in bs], is_tuple),
                 feature_mask=P.restore([pick(m) for m in masks], is_tuple), num_interp_features=n_features))
         return torch.cat(coefs)
 
@@ -395,12 +386,6 @@ class KernelShap(Lime):
     def _weights(self, samples, original, perturbed):
         ends = samples.all(-1) | ~samples.any(-1)
         return torch.where(ends, self.inf_weight, 1.0)
-
-
-def _from_zero(masks: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """LIME's interpretable features are numbered from 0 (Captum shifts a mask that starts elsewhere)."""
-    low = min(int(m.min()) for m in masks if m.numel())
-    return masks if low == 0 else tuple(m - low for m in masks)
 
 
 def _switch(samples: Tensor, xs, bs, masks) -> tuple[Tensor, ...]:

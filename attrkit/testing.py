@@ -11,8 +11,25 @@
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+
+def _random_parameters(model: nn.Module, seed: int,
+                       scaled: Callable[[Tensor, Tensor], Tensor] = lambda noise, p: noise * 0.5) -> torch.Generator:
+    """Overwrite every parameter ``p`` with ``scaled(seeded normal noise, p)``; returns the generator (to draw on)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(scaled(torch.randn(p.shape, generator=g), p))
+    return g
+
+
+def _he(noise: Tensor, p: Tensor) -> Tensor:
+    """He initialisation: standard deviation sqrt(2 / fan_in)."""
+    return noise * (2.0 / (p[0].numel() if p.dim() > 1 else 1)) ** 0.5
 
 
 class ToyModel(nn.Module):
@@ -74,16 +91,13 @@ class SmallCNN(nn.Module):
 
     def __init__(self, n_classes: int = 3, seed: int = 0):
         super().__init__()
-        g = torch.Generator().manual_seed(seed)
         self.conv1 = nn.Conv2d(1, 4, 3)
         self.relu1 = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
         self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
         self.relu2 = nn.ReLU()
         self.fc = nn.Linear(6 * 3 * 3, n_classes)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        _random_parameters(self, seed)
 
     def forward(self, x):
         x = self.pool(self.relu1(self.conv1(x)))
@@ -96,13 +110,10 @@ class MLP(nn.Module):
 
     def __init__(self, n_features: int = 10, hidden: int = 16, n_out: int = 3, act: type = nn.ReLU, seed: int = 0):
         super().__init__()
-        g = torch.Generator().manual_seed(seed)
         self.net = nn.Sequential(
             nn.Linear(n_features, hidden), act(), nn.Linear(hidden, hidden), act(), nn.Linear(hidden, n_out)
         )
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) / max(1, p.shape[-1]) ** 0.5)
+        _random_parameters(self, seed, lambda noise, p: noise / max(1, p.shape[-1]) ** 0.5)
 
     def forward(self, x):
         return self.net(x)
@@ -129,7 +140,6 @@ class BranchCNN(nn.Module):
 
     def __init__(self, n_classes: int = 3, seed: int = 0):
         super().__init__()
-        g = torch.Generator().manual_seed(seed)
         self.conv1 = nn.Conv2d(1, 4, 3)
         self.relu1 = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
@@ -140,9 +150,7 @@ class BranchCNN(nn.Module):
         self.relu_b = nn.ReLU()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(6, n_classes)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        _random_parameters(self, seed)
 
     def forward(self, x):
         a, b = self.split(self.pool(self.relu1(self.conv1(x))))
@@ -163,13 +171,11 @@ class TinyTextModel(nn.Module):
 
     def __init__(self, vocab: int = 12, dim: int = 6, n_classes: int = 2, seed: int = 0):
         super().__init__()
-        g = torch.Generator().manual_seed(seed)
         self.embedding = nn.Embedding(vocab, dim, padding_idx=0)
         self.hidden = nn.Linear(dim, dim)
         self.fc = nn.Linear(dim, n_classes)
+        _random_parameters(self, seed, lambda noise, p: noise * 0.7)
         with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.7)
             self.embedding.weight[0].zero_()
 
     def forward(self, tokens):
@@ -189,7 +195,6 @@ class TinyImageCNN(nn.Module):
 
     def __init__(self, n_classes: int = 10, seed: int = 0):
         super().__init__()
-        g = torch.Generator().manual_seed(seed)
         self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
         self.relu1 = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
@@ -197,10 +202,7 @@ class TinyImageCNN(nn.Module):
         self.relu2 = nn.ReLU()
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(16, n_classes)
-        with torch.no_grad():
-            for p in self.parameters():
-                fan_in = p[0].numel() if p.dim() > 1 else 1
-                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+        _random_parameters(self, seed, _he)
 
     def forward(self, x):
         x = self.pool(self.relu1(self.conv1(x)))
@@ -228,7 +230,6 @@ class ResidualCNN(nn.Module):
 
     def __init__(self, n_classes: int = 3, width: int = 4, shared_relu: bool = True, seed: int = 0):
         super().__init__()
-        g = torch.Generator().manual_seed(seed)
         self.conv1 = nn.Conv2d(3, width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
@@ -242,9 +243,8 @@ class ResidualCNN(nn.Module):
         self.relus = [self.relu] * 3 if shared_relu else [nn.ReLU(), nn.ReLU(), nn.ReLU()]
         if not shared_relu:
             self.relu1, self.relu2, self.relu3 = self.relus
+        g = _random_parameters(self, seed)
         with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
             for bn in (self.bn1, self.block_bn1, self.block_bn2):
                 bn.running_mean.copy_(torch.randn(width, generator=g) * 0.1)
                 bn.running_var.copy_(torch.rand(width, generator=g) + 0.5)
