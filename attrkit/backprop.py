@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _plumbing as P
+from . import _plumbing as plumbing
 from ._rules import BackwardRule, RuleSet, rules_applied  # noqa: F401 - rules_applied: the historical import path
 from .base import GradientAttribution, require_module
 
@@ -51,11 +51,11 @@ class _ReluOverride(GradientAttribution):
         self.model = model
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
-        xs, is_tuple = P.as_tuple(inputs)
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         with self._rules.applied(self.model):
             grads = self.gradient_func(self.forward_func, xs, target, args)
-        return P.restore(grads, is_tuple)
+        return plumbing.restore(grads, is_tuple)
 
 
 class GuidedBackprop(_ReluOverride):

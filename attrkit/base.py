@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _plumbing as P
+from . import _plumbing as plumbing
 
 
 class Attribution:
@@ -73,18 +73,18 @@ class Attribution:
             >>> ig.compute_convergence_delta(attr, torch.zeros(2, 3), x).abs().max() < 1e-5
             tensor(True)
         """
-        attrs, _ = P.as_tuple(attributions, "attributions")
-        end, _ = P.as_tuple(end_point, "end_point")
-        start = P.format_baselines(start_point, end, "start_point")
+        attrs, _ = plumbing.as_tuple(attributions, "attributions")
+        end, _ = plumbing.as_tuple(end_point, "end_point")
+        start = plumbing.format_baselines(start_point, end, "start_point")
         for a, x in zip(attrs, end):
             if a.shape != x.shape:
                 raise ValueError(f"`attributions` shape {tuple(a.shape)} differs from the inputs' {tuple(x.shape)}.")
-        target = P.validate_target(target)
-        args = P.format_args(additional_forward_args)
-        gain = P.scalar_outputs(self.forward_func, end, target, args) - P.scalar_outputs(
+        target = plumbing.validate_target(target)
+        args = plumbing.format_args(additional_forward_args)
+        gain = plumbing.scalar_outputs(self.forward_func, end, target, args) - plumbing.scalar_outputs(
             self.forward_func, start, target, args
         )
-        return P.sum_per_example(attrs).to(gain.dtype) - gain
+        return plumbing.sum_per_example(attrs).to(gain.dtype) - gain
 
 
 class GradientAttribution(Attribution):
@@ -96,7 +96,7 @@ class GradientAttribution(Attribution):
 
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool | None = None):
         super().__init__(forward_func, multiply_by_inputs)
-        self.gradient_func = P.gradients
+        self.gradient_func = plumbing.gradients
 
 
 class PerturbationAttribution(Attribution):
@@ -137,16 +137,16 @@ class LayerAttribution(Attribution):
                                   additional_forward_args=None) -> Tensor:
         """Completeness error per example: attributions summed over the layer minus ``f(end) - f(start)``."""
         layer_attrs = flatten(attributions)
-        end, _ = P.as_tuple(end_point, "end_point")
-        start = P.format_baselines(start_point, end, "start_point")
-        n = P.batch_size_of(end)
+        end, _ = plumbing.as_tuple(end_point, "end_point")
+        start = plumbing.format_baselines(start_point, end, "start_point")
+        n = plumbing.batch_size_of(end)
         if any(a.shape[0] != n for a in layer_attrs):
             raise ValueError(f"`attributions` must have one row per example ({n}); got batch sizes "
                              f"{[a.shape[0] for a in layer_attrs]}.")
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
-        gain = P.scalar_outputs(self.forward_func, end, target, args) - P.scalar_outputs(
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
+        gain = plumbing.scalar_outputs(self.forward_func, end, target, args) - plumbing.scalar_outputs(
             self.forward_func, start, target, args)
-        return P.sum_per_example(layer_attrs).to(gain.dtype) - gain
+        return plumbing.sum_per_example(layer_attrs).to(gain.dtype) - gain
 
     @staticmethod
     def interpolate(layer_attribution: Tensor, interpolate_dims, interpolate_mode: str = "nearest") -> Tensor:

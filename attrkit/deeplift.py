@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import _plumbing as P
+from . import _plumbing as plumbing
 from ._hooks import layer_gradients
 from ._rules import BackwardRule, RuleSet
 from .base import GradientAttribution, flatten, require_module
@@ -200,7 +200,7 @@ def _on_inputs_and_baselines(forward_func: Callable, baselines: tuple, n: int) -
     def f(*inputs_and_args):
         xs, rest = inputs_and_args[: len(baselines)], inputs_and_args[len(baselines):]
         both = tuple(torch.cat([x, b.detach()]) for x, b in zip(xs, baselines))
-        return forward_func(*both, *P.expand_args(rest, 2))[:n]
+        return forward_func(*both, *plumbing.expand_args(rest, 2))[:n]
 
     return f
 
@@ -216,9 +216,9 @@ def multipliers(model: nn.Module, forward_func: Callable, inputs: tuple, baselin
     inputs and baselines stacked, ``[inputs; baselines]``, with ``args`` repeated to match,
     and the target is read from the ``inputs`` rows.
     """
-    paired = _on_inputs_and_baselines(forward_func, baselines, P.batch_size_of(inputs))
+    paired = _on_inputs_and_baselines(forward_func, baselines, plumbing.batch_size_of(inputs))
     with deeplift_rules(rules, eps).applied(model):
-        return P.gradients(paired, inputs, target, args)
+        return plumbing.gradients(paired, inputs, target, args)
 
 
 def layer_multipliers(model: nn.Module, forward_func: Callable, layer: nn.Module, inputs: tuple,
@@ -231,7 +231,7 @@ def layer_multipliers(model: nn.Module, forward_func: Callable, layer: nn.Module
     forward pass on ``[inputs; baselines]`` gives both sets of values, so paths
     that bypass the layer (skip connections) carry the baselines' values too.
     """
-    n = P.batch_size_of(inputs)
+    n = plumbing.batch_size_of(inputs)
     paired = _on_inputs_and_baselines(forward_func, baselines, n)
     grads, values = layer_gradients(paired, layer, inputs, target, args, attribute_to_input,
                                     rules=deeplift_rules(rules, eps).applied(model))
@@ -312,14 +312,15 @@ class DeepLift(GradientAttribution):
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False, custom_attribution_func=None):
-        xs, is_tuple = P.as_tuple(inputs)
-        bs = P.format_baselines(baselines, xs)
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        bs = plumbing.format_baselines(baselines, xs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         if custom_attribution_func is not None:
             _n_params(custom_attribution_func)  # fail before running the model
         grads = multipliers(self.model, self.forward_func, xs, bs, target, args, self.eps, self.rules)
         attrs = attributions_from_multipliers(grads, xs, bs, custom_attribution_func, self.multiplies_by_inputs)
-        return self._with_delta(P.restore(attrs, is_tuple), return_convergence_delta, attrs, bs, xs, target, args)
+        result = plumbing.restore(attrs, is_tuple)
+        return self._with_delta(result, return_convergence_delta, attrs, bs, xs, target, args)
 
 
 class DeepLiftShap(DeepLift):
@@ -354,7 +355,7 @@ class DeepLiftShap(DeepLift):
                                                        custom_attribution_func)
 
         return averaged_over_baselines(each_pair, inputs, baselines, target, additional_forward_args,
-                                       return_convergence_delta, P.restore)
+                                       return_convergence_delta, plumbing.restore)
 
 
 def averaged_over_baselines(attribute_pairs: Callable, inputs, baselines, target, additional_forward_args,
@@ -363,12 +364,12 @@ def averaged_over_baselines(attribute_pairs: Callable, inputs, baselines, target
     (``n * m`` rows, input-major), ``attribute_pairs(inputs, baselines, target, args)`` run once on all
     pairs, and the attributions averaged over the baselines; ``finish(means, is_tuple)`` shapes the result.
     The delta, if asked, keeps one entry per pair."""
-    xs, is_tuple = P.as_tuple(inputs)
-    distribution = P.baseline_distribution(baselines, xs)
-    n, m = P.batch_size_of(xs), distribution[0].shape[0]
-    out = attribute_pairs(P.expand(xs, m, "interleave"), P.expand(distribution, n, "repeat"),
-                          P.expand_target(P.validate_target(target), m, "interleave"),
-                          P.expand_args(P.format_args(additional_forward_args), m, "interleave"))
+    xs, is_tuple = plumbing.as_tuple(inputs)
+    distribution = plumbing.baseline_distribution(baselines, xs)
+    n, m = plumbing.batch_size_of(xs), distribution[0].shape[0]
+    out = attribute_pairs(plumbing.expand(xs, m, "interleave"), plumbing.expand(distribution, n, "repeat"),
+                          plumbing.expand_target(plumbing.validate_target(target), m, "interleave"),
+                          plumbing.expand_args(plumbing.format_args(additional_forward_args), m, "interleave"))
     attrs, delta = out if return_convergence_delta else (out, None)
     means = finish(tuple(a.reshape(n, m, *a.shape[1:]).mean(1) for a in flatten(attrs)), is_tuple)
     return (means, delta) if return_convergence_delta else means

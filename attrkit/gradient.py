@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import _plumbing as P
+from . import _plumbing as plumbing
 from .base import GradientAttribution
 from .noise_tunnel import NoiseTunnel
 
@@ -36,9 +36,10 @@ class Saliency(GradientAttribution):
     """
 
     def attribute(self, inputs, target=None, abs: bool = True, additional_forward_args=None):
-        xs, is_tuple = P.as_tuple(inputs)
-        grads = self.gradient_func(self.forward_func, xs, P.validate_target(target), P.format_args(additional_forward_args))
-        return P.restore(tuple(g.abs() if abs else g for g in grads), is_tuple)
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
+        grads = self.gradient_func(self.forward_func, xs, target, args)
+        return plumbing.restore(tuple(g.abs() if abs else g for g in grads), is_tuple)
 
 
 class InputXGradient(GradientAttribution):
@@ -57,9 +58,10 @@ class InputXGradient(GradientAttribution):
     _multiplies_by_inputs = True
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
-        xs, is_tuple = P.as_tuple(inputs)
-        grads = self.gradient_func(self.forward_func, xs, P.validate_target(target), P.format_args(additional_forward_args))
-        return P.restore(tuple(x * g for x, g in zip(xs, grads)), is_tuple)
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
+        grads = self.gradient_func(self.forward_func, xs, target, args)
+        return plumbing.restore(tuple(x * g for x, g in zip(xs, grads)), is_tuple)
 
 
 def path_integral(
@@ -73,12 +75,12 @@ def path_integral(
     evaluated ``internal_batch_size`` rows at a time; the result does not depend on
     the batch size.
     """
-    weights, alphas = P.integration_rule(method, n_steps)
-    n = P.batch_size_of(inputs)
+    weights, alphas = plumbing.integration_rule(method, n_steps)
+    n = plumbing.batch_size_of(inputs)
     total = None
     for steps, grads in path_steps(grad_fn, inputs, baselines, alphas, target, args, internal_batch_size):
-        w = P.step_weights_tensor([weights[k] for k in steps], grads[0])
-        part = tuple(P.weighted_step_sum(g, w, n) for g in grads)
+        w = plumbing.step_weights_tensor([weights[k] for k in steps], grads[0])
+        part = tuple(plumbing.weighted_step_sum(g, w, n) for g in grads)
         total = part if total is None else tuple(t + p for t, p in zip(total, part))
     return total
 
@@ -93,10 +95,10 @@ def path_steps(
     reduces the walk with quadrature weights; layer conductance reduces it with
     differences between consecutive steps.
     """
-    n = P.batch_size_of(inputs)
-    for steps in P.chunks(len(alphas), n, internal_batch_size):
-        points = P.path_points(inputs, baselines, [alphas[k] for k in steps])
-        yield steps, fn(points, P.expand_target(target, len(steps)), P.expand_args(args, len(steps)))
+    n = plumbing.batch_size_of(inputs)
+    for steps in plumbing.chunks(len(alphas), n, internal_batch_size):
+        points = plumbing.path_points(inputs, baselines, [alphas[k] for k in steps])
+        yield steps, fn(points, plumbing.expand_target(target, len(steps)), plumbing.expand_args(args, len(steps)))
 
 
 class IntegratedGradients(GradientAttribution):
@@ -123,25 +125,26 @@ class IntegratedGradients(GradientAttribution):
         True
     """
 
+    _has_convergence_delta = True
+
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True):
         super().__init__(forward_func, multiply_by_inputs)
-
-    _has_convergence_delta = True
 
     def attribute(
         self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
         method: str = "gausslegendre", internal_batch_size: int | None = None, return_convergence_delta: bool = False,
     ):
-        xs, is_tuple = P.as_tuple(inputs)
-        bs = P.format_baselines(baselines, xs)
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        bs = plumbing.format_baselines(baselines, xs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
 
         def grad_fn(points, t, a):
             return self.gradient_func(self.forward_func, points, t, a)
 
         grads = path_integral(grad_fn, xs, bs, method, n_steps, target, args, internal_batch_size)
         attrs = tuple(g * (x - b) for g, x, b in zip(grads, xs, bs)) if self.multiplies_by_inputs else grads
-        return self._with_delta(P.restore(attrs, is_tuple), return_convergence_delta, attrs, bs, xs, target, args)
+        result = plumbing.restore(attrs, is_tuple)
+        return self._with_delta(result, return_convergence_delta, attrs, bs, xs, target, args)
 
 
 class InputBaselineXGradient(GradientAttribution):
@@ -160,22 +163,23 @@ class InputBaselineXGradient(GradientAttribution):
         True
     """
 
+    _has_convergence_delta = True
+
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True):
         super().__init__(forward_func, multiply_by_inputs)
 
-    _has_convergence_delta = True
-
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False):
-        xs, is_tuple = P.as_tuple(inputs)
-        bs = P.format_baselines(baselines, xs)
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
-        n = P.batch_size_of(xs)
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        bs = plumbing.format_baselines(baselines, xs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
+        n = plumbing.batch_size_of(xs)
         alpha = torch.rand(n, device=xs[0].device)
         points = tuple(b + _rows(alpha, x) * (x - b) for x, b in zip(xs, bs))
         grads = self.gradient_func(self.forward_func, points, target, args)
         attrs = tuple(g * (x - b) for g, x, b in zip(grads, xs, bs)) if self.multiplies_by_inputs else grads
-        return self._with_delta(P.restore(attrs, is_tuple), return_convergence_delta, attrs, bs, xs, target, args)
+        result = plumbing.restore(attrs, is_tuple)
+        return self._with_delta(result, return_convergence_delta, attrs, bs, xs, target, args)
 
 
 def _rows(alpha: Tensor, like: Tensor) -> Tensor:
@@ -204,19 +208,19 @@ class GradientShap(GradientAttribution):
         torch.Size([2, 3])
     """
 
+    _has_convergence_delta = True
+
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True):
         super().__init__(forward_func, multiply_by_inputs)
 
-    _has_convergence_delta = True
-
     def attribute(self, inputs, baselines, n_samples: int = 5, stdevs=0.0, target=None,
                   additional_forward_args=None, return_convergence_delta: bool = False):
-        xs, _ = P.as_tuple(inputs)
-        distribution = P.baseline_distribution(baselines, xs)
+        xs, _ = plumbing.as_tuple(inputs)
+        distribution = plumbing.baseline_distribution(baselines, xs)
         single_point = InputBaselineXGradient(self.forward_func, self.multiplies_by_inputs)
         single_point.gradient_func = self.gradient_func
         return NoiseTunnel(single_point).attribute(
-            inputs, nt_type="smoothgrad", nt_samples=P.check_positive_int(n_samples, "n_samples"), stdevs=stdevs,
+            inputs, nt_type="smoothgrad", nt_samples=plumbing.check_positive_int(n_samples, "n_samples"), stdevs=stdevs,
             draw_baseline_from_distrib=True, baselines=distribution if isinstance(inputs, tuple) else distribution[0],
             target=target, additional_forward_args=additional_forward_args,
             return_convergence_delta=return_convergence_delta,

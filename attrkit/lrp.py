@@ -32,7 +32,7 @@ import copy
 import torch
 from torch import Tensor, nn
 
-from . import _plumbing as P
+from . import _plumbing as plumbing
 from ._rules import BackwardRule, RuleSet
 from .base import GradientAttribution, require_module
 
@@ -256,19 +256,19 @@ class LRP(GradientAttribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta: bool = False,
                   verbose: bool = False):
-        xs, is_tuple = P.as_tuple(inputs)
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         check_rules(self.model)
         with lrp_rules(verbose).applied(self.model):
             per_unit_output = self.gradient_func(self.forward_func, xs, target, args)
-        output = P.scalar_outputs(self.forward_func, xs, target, args)
+        output = plumbing.scalar_outputs(self.forward_func, xs, target, args)
         relevance = tuple(times_rows(r, output) for r in per_unit_output)
-        return self._with_delta(P.restore(relevance, is_tuple), return_convergence_delta, relevance, output)
+        return self._with_delta(plumbing.restore(relevance, is_tuple), return_convergence_delta, relevance, output)
 
     def compute_convergence_delta(self, attributions, output: Tensor) -> Tensor:
         """Relevance lost on the way: ``output - sum(attributions)`` per example (Captum's sign)."""
-        attrs, _ = P.as_tuple(attributions, "attributions")
-        return output.reshape(-1) - P.sum_per_example(attrs).reshape(-1)
+        attrs, _ = plumbing.as_tuple(attributions, "attributions")
+        return output.reshape(-1) - plumbing.sum_per_example(attrs).reshape(-1)
 
 
 def times_rows(relevance: Tensor, output: Tensor) -> Tensor:

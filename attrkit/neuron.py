@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import _plumbing as P
+from . import _plumbing as plumbing
 from ._hooks import layer_gradients, neuron_objective, select_neuron
 from .backprop import Deconvolution, GuidedBackprop
 from .base import GradientAttribution, NeuronAttribution, PerturbationAttribution, require_module
@@ -310,9 +310,9 @@ class NeuronConductance(_NeuronMethod):
     def attribute(self, inputs, neuron_selector, baselines=None, target=None, additional_forward_args=None,
                   n_steps: int = 50, method: str = "riemann_trapezoid", internal_batch_size: int | None = None,
                   attribute_to_neuron_input: bool = False):
-        xs, is_tuple = P.as_tuple(inputs)
-        bs = P.format_baselines(baselines, xs)
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        bs = plumbing.format_baselines(baselines, xs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
 
         def grad_fn(points, t, a):
             return _gradients_through_neuron(self.forward_func, self.layer, neuron_selector,
@@ -320,7 +320,7 @@ class NeuronConductance(_NeuronMethod):
 
         grads = path_integral(grad_fn, xs, bs, method, n_steps, target, args, internal_batch_size)
         attrs = tuple(g * (x - b) for g, x, b in zip(grads, xs, bs)) if self.multiplies_by_inputs else grads
-        return P.restore(attrs, is_tuple)
+        return plumbing.restore(attrs, is_tuple)
 
 
 def _gradients_through_neuron(forward_func, layer, neuron_selector, attribute_to_input, inputs, target, args):
@@ -330,11 +330,11 @@ def _gradients_through_neuron(forward_func, layer, neuron_selector, attribute_to
     gradient of the output with respect to the layer.
     """
     leaves = tuple(x.detach().requires_grad_() for x in inputs)
-    n = P.batch_size_of(leaves)
+    n = plumbing.batch_size_of(leaves)
     through_layer, values = layer_gradients(forward_func, layer, leaves, target, args, attribute_to_input,
                                             retain_graph=True)
     with torch.enable_grad():
-        neuron = P.per_example(select_neuron(_one_or_all(values), neuron_selector), n, "neuron_selector")
+        neuron = plumbing.per_example(select_neuron(_one_or_all(values), neuron_selector), n, "neuron_selector")
         neuron_per_input = torch.autograd.grad(neuron.sum(), leaves, allow_unused=True)
     output_per_neuron = select_neuron(_one_or_all(through_layer), neuron_selector).reshape(n)
     return tuple((torch.zeros_like(x) if g is None else g) * output_per_neuron.reshape(-1, *([1] * (x.dim() - 1)))

@@ -11,7 +11,7 @@ import numbers
 import torch
 from torch import Tensor
 
-from . import _plumbing as P
+from . import _plumbing as plumbing
 from .base import Attribution
 
 NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
@@ -56,29 +56,29 @@ class NoiseTunnel(Attribution):
 
     def attribute(self, inputs, nt_type: str = "smoothgrad", nt_samples: int = 5, nt_samples_batch_size=None,
                   stdevs=1.0, draw_baseline_from_distrib: bool = False, **kwargs):
-        xs, is_tuple = P.as_tuple(inputs)
-        P.check_choice(nt_type, "nt_type", NT_TYPES)
-        nt_samples = P.check_positive_int(nt_samples, "nt_samples")
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        plumbing.check_choice(nt_type, "nt_type", NT_TYPES)
+        nt_samples = plumbing.check_positive_int(nt_samples, "nt_samples")
         sds = _stdevs(stdevs, len(xs))
         want_delta = kwargs.get("return_convergence_delta", False)
         if want_delta and not self.is_delta_supported:
             raise ValueError(
                 f"`return_convergence_delta=True`, but {type(self.attribution_method).__name__} has no convergence delta."
             )
-        n = P.batch_size_of(xs)
+        n = plumbing.batch_size_of(xs)
         # One seed per sample, drawn from the global RNG: the noise of sample s is the
         # same whatever `nt_samples_batch_size` is, so results do not depend on it.
         seeds = torch.randint(0, 2**62, (nt_samples,)).tolist()
         total = total_sq = None
         deltas = []
-        for samples in P.chunks(nt_samples, 1, nt_samples_batch_size):
+        for samples in plumbing.chunks(nt_samples, 1, nt_samples_batch_size):
             k = len(samples)
             gens = [_generator(seeds[s], xs[0].device) for s in samples]
             noisy = tuple(_noisy_copies(x, sd, gens) for x, sd in zip(xs, sds))
             kw = _expand_kwargs(kwargs, xs, n, k, gens if draw_baseline_from_distrib else None)
-            out = self.attribution_method.attribute(P.restore(noisy, is_tuple), **kw)
+            out = self.attribution_method.attribute(plumbing.restore(noisy, is_tuple), **kw)
             attrs, delta = out if want_delta else (out, None)
-            attrs, _ = P.as_tuple(attrs, "attributions")
+            attrs, _ = plumbing.as_tuple(attrs, "attributions")
             summed = tuple(a.reshape(n, k, *a.shape[1:]).sum(1) for a in attrs)
             squared = tuple((a * a).reshape(n, k, *a.shape[1:]).sum(1) for a in attrs)
             total = summed if total is None else tuple(t + s for t, s in zip(total, summed))
@@ -89,7 +89,7 @@ class NoiseTunnel(Attribution):
         mean_sq = tuple(t / nt_samples for t in total_sq)
         result = {"smoothgrad": mean, "smoothgrad_sq": mean_sq,
                   "vargrad": tuple(s - m * m for s, m in zip(mean_sq, mean))}[nt_type]
-        result = P.restore(result, is_tuple)
+        result = plumbing.restore(result, is_tuple)
         return (result, torch.cat(deltas, 1).reshape(-1)) if want_delta else result
 
 
@@ -119,9 +119,10 @@ def _expand_kwargs(kwargs: dict, xs: tuple, n: int, k: int, gens) -> dict:
     With ``gens`` (one generator per sample), baselines are drawn from the ``baselines`` rows."""
     out = dict(kwargs)
     if "target" in out:
-        out["target"] = P.expand_target(P.validate_target(out["target"]), k, "interleave")
+        out["target"] = plumbing.expand_target(plumbing.validate_target(out["target"]), k, "interleave")
     if out.get("additional_forward_args") is not None:
-        out["additional_forward_args"] = P.expand_args(P.format_args(out["additional_forward_args"]), k, "interleave")
+        args = plumbing.format_args(out["additional_forward_args"])
+        out["additional_forward_args"] = plumbing.expand_args(args, k, "interleave")
     if out.get("baselines") is not None:
         out["baselines"] = (_draw_baselines(out["baselines"], xs, n, gens) if gens is not None
                             else _expand_per_example(out["baselines"], n, k))
@@ -132,7 +133,7 @@ def _expand_kwargs(kwargs: dict, xs: tuple, n: int, k: int, gens) -> dict:
 
 def _draw_baselines(baselines, xs: tuple, n: int, gens: list):
     """For every (example, sample) pair, one random row of the baseline distribution."""
-    dist = P.baseline_distribution(baselines, xs)
+    dist = plumbing.baseline_distribution(baselines, xs)
     rows = torch.stack([torch.randint(len(dist[0]), (n,), generator=g, device=g.device) for g in gens], 1)
     picked = tuple(d[rows.reshape(-1).to(d.device)] for d in dist)
     return picked if isinstance(baselines, tuple) else picked[0]

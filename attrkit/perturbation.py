@@ -22,7 +22,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import _plumbing as P
+from . import _plumbing as plumbing
 from ._batching import PerturbationOptions, evaluate_with_reference, feature_masks, spread_units
 from .base import PerturbationAttribution
 
@@ -62,8 +62,8 @@ class FeatureAblation(PerturbationAttribution):
             show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
             max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
         """
-        xs, is_tuple = P.as_tuple(inputs)
-        bs = P.format_baselines(baselines, xs)
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        bs = plumbing.format_baselines(baselines, xs)
         features = feature_masks(feature_mask, xs)
         maps = features.maps
 
@@ -74,7 +74,7 @@ class FeatureAblation(PerturbationAttribution):
         options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, type(self).__name__)
         diffs = _differences(self.forward_func, xs, build, features.n, target, additional_forward_args, options,
                              features.masks)
-        return P.restore(spread_units(diffs, maps, xs), is_tuple)
+        return plumbing.restore(spread_units(diffs, maps, xs), is_tuple)
 
 
 class Occlusion(FeatureAblation):
@@ -105,8 +105,8 @@ class Occlusion(FeatureAblation):
                 those per input; default 1. A window at the far edge is cut to fit, as in Captum.
             Other arguments: as in :meth:`FeatureAblation.attribute`.
         """
-        xs, is_tuple = P.as_tuple(inputs)
-        bs = P.format_baselines(baselines, xs)
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        bs = plumbing.format_baselines(baselines, xs)
         windows = _window_shapes(sliding_window_shapes, xs)
         grids = [_window_grid(x, w, s) for x, w, s in zip(xs, windows, _strides(strides, xs, windows))]
         starts = [0]
@@ -122,7 +122,7 @@ class Occlusion(FeatureAblation):
         diffs = _differences(self.forward_func, xs, build, starts[-1], target, additional_forward_args, options)
         attrs = tuple(_spread_windows(diffs[:, start:start + _n_windows(grid)], grid)
                       for grid, start in zip(grids, starts))
-        return P.restore(attrs, is_tuple)
+        return plumbing.restore(attrs, is_tuple)
 
 
 class FeaturePermutation(FeatureAblation):
@@ -154,8 +154,8 @@ class FeaturePermutation(FeatureAblation):
         unknown = set(kwargs) - {"baselines"}
         if unknown:
             raise TypeError(f"FeaturePermutation.attribute() got unexpected keyword argument(s) {sorted(unknown)}.")
-        xs, is_tuple = P.as_tuple(inputs)
-        n = P.batch_size_of(xs)
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        n = plumbing.batch_size_of(xs)
         if n < 2:
             raise ValueError(f"`inputs` must hold at least 2 examples to shuffle a feature across them, got {n}.")
         features = feature_masks(feature_mask, xs)
@@ -175,7 +175,7 @@ class FeaturePermutation(FeatureAblation):
         options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, "FeaturePermutation")
         diffs = _differences(self.forward_func, xs, build, features.n, target, additional_forward_args, options,
                              features.masks)
-        return P.restore(spread_units(diffs, maps, xs), is_tuple)
+        return plumbing.restore(spread_units(diffs, maps, xs), is_tuple)
 
 
 # --------------------------------------------------------------------------- shared by the three
@@ -183,7 +183,7 @@ def _differences(forward_func, xs, build, n_units, target, additional_forward_ar
                  masks: tuple = ()) -> Tensor:
     """``F(x) - F(unit u)`` for every unit: shape ``(rows, n_units)``, rows = examples (or the outputs of a
     model that aggregates over the batch)."""
-    target, args = P.validate_target(target), P.format_args(additional_forward_args)
+    target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
     reference, outputs = evaluate_with_reference(forward_func, xs, _unit_major(build), n_units, target, args,
                                                  options, masks)
     return (reference.unsqueeze(0) - outputs).T

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import _plumbing as P
+from . import _plumbing as plumbing
 from ._batching import (PerturbationOptions, evaluate_perturbations, evaluate_with_reference, feature_masks,
                         output_mode, reference_output, spread_units, units_per_eval)
 from .base import PerturbationAttribution
@@ -57,7 +57,7 @@ class ShapleyValueSampling(PerturbationAttribution):
                   max_batch_memory_mb: float | None = None):
         """Arguments as in :meth:`attrkit.FeatureAblation.attribute`; feature ids in ``feature_mask`` run
         from 0 to (number of features - 1); ``n_samples``: how many random feature orders."""
-        n_samples = P.check_positive_int(n_samples, "n_samples")
+        n_samples = plumbing.check_positive_int(n_samples, "n_samples")
         game = _Game(self.forward_func, inputs, baselines, target, additional_forward_args, feature_mask)
         orders = torch.stack([torch.randperm(game.n_features, device=game.device) for _ in range(n_samples)])
         ranks = orders.argsort(1)  # ranks[s, f]: when feature f joins in order s
@@ -131,11 +131,11 @@ class _Game:
 
     def __init__(self, forward_func, inputs, baselines, target, additional_forward_args, feature_mask):
         self.forward_func = forward_func
-        self.xs, self.is_tuple = P.as_tuple(inputs)
-        self.bs = P.format_baselines(baselines, self.xs)
+        self.xs, self.is_tuple = plumbing.as_tuple(inputs)
+        self.bs = plumbing.format_baselines(baselines, self.xs)
         self.masks, _, self.n_features = feature_masks(feature_mask, self.xs, ids="0..n-1")
         self.device = self.xs[0].device
-        self.target, self.args = P.validate_target(target), P.format_args(additional_forward_args)
+        self.target, self.args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
 
     def play(self, coalitions: Callable[[Tensor], Tensor], n_units, options: PerturbationOptions
              ) -> tuple[Tensor, Tensor]:
@@ -150,18 +150,18 @@ class _Game:
                                        self.masks)
 
     def spread(self, values: Tensor):
-        return P.restore(spread_units(values, self.masks, self.xs), self.is_tuple)
+        return plumbing.restore(spread_units(values, self.masks, self.xs), self.is_tuple)
 
 
 # --------------------------------------------------------------------------- LIME and KernelSHAP
 def get_exp_kernel_similarity_function(distance_mode: str = "cosine", kernel_width: float = 1.0) -> Callable:
     """LIME's similarity ``exp(-d^2 / (2 kernel_width^2))``, ``d`` the cosine distance (or Euclidean) between
     the flattened input and the perturbed input. Called as ``f(original, perturbed, interpretable_sample)``."""
-    P.check_choice(distance_mode, "distance_mode", ("cosine", "euclidean"))
+    plumbing.check_choice(distance_mode, "distance_mode", ("cosine", "euclidean"))
 
     def similarity(original, perturbed, _sample=None, **kwargs):
-        a = torch.cat([t.flatten() for t in P.as_tuple(original)[0]]).unsqueeze(0)
-        b = torch.cat([t.flatten() for t in P.as_tuple(perturbed)[0]]).unsqueeze(0)
+        a = torch.cat([t.flatten() for t in plumbing.as_tuple(original)[0]]).unsqueeze(0)
+        b = torch.cat([t.flatten() for t in plumbing.as_tuple(perturbed)[0]]).unsqueeze(0)
         return float(_exp_kernel(a, b, distance_mode, kernel_width)[0])
 
     similarity.distance_mode, similarity.kernel_width = distance_mode, kernel_width
@@ -211,11 +211,11 @@ class LimeBase(PerturbationAttribution):
                   max_batch_memory_mb: float | None = None, **kwargs):
         """Draw ``n_samples`` samples, evaluate the model on them in batches, fit the interpretable model;
         ``kwargs`` go to ``perturb_func``, the transforms and ``similarity_func``."""
-        n_samples = P.check_positive_int(n_samples, "n_samples")
+        n_samples = plumbing.check_positive_int(n_samples, "n_samples")
         interps, model_inputs, weights = self._samples(inputs, n_samples, kwargs)
-        xs = P.as_tuple(inputs)[0]
-        stacked = [P.as_tuple(m)[0] for m in model_inputs]
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        xs = plumbing.as_tuple(inputs)[0]
+        stacked = [plumbing.as_tuple(m)[0] for m in model_inputs]
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
 
         def build(units: range):
             return tuple(torch.cat(parts) for parts in zip(*stacked[units.start:units.stop]))
@@ -281,13 +281,13 @@ class Lime(LimeBase):
                   show_progress: bool | None = None, max_batch_memory_mb: float | None = None):
         """Arguments as in :meth:`attrkit.FeatureAblation.attribute`, and ``n_samples`` (samples per
         example); ``return_input_shape=False`` returns the coefficients, ``(examples, n_features)``."""
-        n_samples = P.check_positive_int(n_samples, "n_samples")
-        xs, is_tuple = P.as_tuple(inputs)
-        bs = P.format_baselines(baselines, xs)
+        n_samples = plumbing.check_positive_int(n_samples, "n_samples")
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        bs = plumbing.format_baselines(baselines, xs)
         masks, _, n_features = feature_masks(feature_mask, xs, ids="from_zero")
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         reference, activation = reference_output(self.forward_func, xs, target, args, measure=True)
-        aggregate, _ = output_mode(reference, P.batch_size_of(xs))
+        aggregate, _ = output_mode(reference, plumbing.batch_size_of(xs))
         options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, type(self).__name__)
         if aggregate and reference.numel() != 1:
             raise ValueError(f"the model output (after `target`) has shape {tuple(reference.shape)}: Lime explains one "
@@ -299,7 +299,7 @@ class Lime(LimeBase):
             coefs = self._fit_each(xs, bs, masks, n_features, aggregate, is_tuple, target, args, n_samples, options)
         if not return_input_shape:
             return coefs
-        return P.restore(spread_units(coefs, tuple(m[:len(coefs)] for m in masks), xs), is_tuple)
+        return plumbing.restore(spread_units(coefs, tuple(m[:len(coefs)] for m in masks), xs), is_tuple)
 
     def _draw(self, rows: int, n_samples: int, n_features: int, device) -> Tensor:
         """Interpretable samples ``(rows, n_samples, n_features)``: each feature kept with probability 1/2
@@ -315,7 +315,7 @@ class Lime(LimeBase):
     def _fit_all(self, xs, bs, masks, n_features, aggregate, target, args, n_samples, per_eval,
                  options: PerturbationOptions) -> Tensor:
         """All examples at once: samples drawn together, evaluated in shared batches, fitted together."""
-        n = P.batch_size_of(xs)
+        n = plumbing.batch_size_of(xs)
         rows = 1 if aggregate else n
         samples = self._draw(rows, n_samples, n_features, xs[0].device)
         weights = torch.zeros(rows, n_samples, device=xs[0].device)
@@ -334,17 +334,17 @@ class Lime(LimeBase):
     def _fit_each(self, xs, bs, masks, n_features, aggregate, is_tuple, target, args, n_samples,
                   options: PerturbationOptions) -> Tensor:
         """One example at a time through :meth:`LimeBase.attribute` (custom sampling or similarity)."""
-        n = P.batch_size_of(xs)
+        n = plumbing.batch_size_of(xs)
         coefs = []
         for i in [None] if aggregate else range(n):
             pick = (lambda t: t) if i is None else (lambda t: t[i:i + 1] if t.shape[0] == n else t)
             coefs.append(LimeBase.attribute(
-                self, P.restore([pick(x) for x in xs], is_tuple), target=_example_target(target, i, n),
+                self, plumbing.restore([pick(x) for x in xs], is_tuple), target=_example_target(target, i, n),
                 additional_forward_args=tuple(pick(a) if isinstance(a, Tensor) and a.dim() else a for a in args),
                 n_samples=n_samples, perturbations_per_eval=options.perturbations_per_eval,
                 show_progress=options.show_progress, max_batch_memory_mb=options.max_batch_memory_mb,
-                baselines=P.restore([pick(b) for b in bs], is_tuple),
-                feature_mask=P.restore([pick(m) for m in masks], is_tuple), num_interp_features=n_features))
+                baselines=plumbing.restore([pick(b) for b in bs], is_tuple),
+                feature_mask=plumbing.restore([pick(m) for m in masks], is_tuple), num_interp_features=n_features))
         return torch.cat(coefs)
 
 
@@ -403,10 +403,10 @@ def _switch(samples: Tensor, xs, bs, masks) -> tuple[Tensor, ...]:
 
 def _from_interpretable(sample, original, **kwargs):
     """Captum's default LIME transform: a ``(1, n_features)`` binary sample -> the model input."""
-    xs, is_tuple = P.as_tuple(original)
-    masks, bases = P.as_tuple(kwargs["feature_mask"])[0], P.as_tuple(kwargs["baselines"])[0]
+    xs, is_tuple = plumbing.as_tuple(original)
+    masks, bases = plumbing.as_tuple(kwargs["feature_mask"])[0], plumbing.as_tuple(kwargs["baselines"])[0]
     on = [torch.as_tensor(sample).reshape(-1)[m].bool() for m in masks]
-    return P.restore([torch.where(o, x, b) for o, x, b in zip(on, xs, bases)], is_tuple)
+    return plumbing.restore([torch.where(o, x, b) for o, x, b in zip(on, xs, bases)], is_tuple)
 
 
 def _example_target(target, i, n):

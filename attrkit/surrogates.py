@@ -16,6 +16,7 @@ import math
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = ["LinearRegression", "Ridge", "Lasso"]
 
@@ -124,8 +125,6 @@ def fit_surrogate(model, X: Tensor, y: Tensor, w: Tensor) -> Tensor:
     """Coefficients ``(B, features)``: batched for attrkit's surrogates, one ``fit`` per problem otherwise."""
     if hasattr(model, "solve"):
         return model.solve(X, y, w).to(y.dtype)
-    from torch.utils.data import DataLoader, TensorDataset
-
     coefs = []
     for Xb, yb, wb in zip(X.float(), y.float(), w.float()):
         model.fit(DataLoader(TensorDataset(Xb, yb, wb), batch_size=len(yb)))

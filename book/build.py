@@ -72,8 +72,8 @@ def retitle(notebook: Path, title: str, parameters: dict) -> None:
     nbformat.write(nb, notebook)
 
 
-# modules whose classes are documented on another family's reference page
-REFERENCE_PAGE = {"layer_deeplift": "layer", "layer_perturbation": "layer", "_layer": "layer", "surrogates": "shapley"}
+# modules whose classes are documented on another family's reference page (every attrkit.layer.* on "layer")
+REFERENCE_PAGE = {"surrogates": "shapley"}
 
 
 def algorithms_table() -> str:
@@ -86,7 +86,7 @@ def algorithms_table() -> str:
         cls = getattr(attrkit, name)
         if not inspect.isclass(cls) or not issubclass(cls, attrkit.Attribution) or name.endswith("Attribution"):
             continue
-        module = cls.__module__.split(".")[-1]
+        module = cls.__module__.split(".")[1]  # attrkit.<module> or attrkit.<package>.<module>
         page = REFERENCE_PAGE.get(module, module)
         kind = next((k for k in ("Layer", "Neuron", "Gradient", "Perturbation")
                      if any(b.__name__ == f"{k}Attribution" for b in cls.__mro__)), "Other")

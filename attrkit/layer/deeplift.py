@@ -13,7 +13,7 @@ from typing import Callable
 
 from torch import nn
 
-from .. import _plumbing as P
+from .. import _plumbing as plumbing
 from ..base import require_module
 from ..deeplift import attributions_from_multipliers, averaged_over_baselines, deeplift_rules, layer_multipliers
 from ._base import LayerGradientAttribution, layer_result
@@ -84,9 +84,9 @@ class LayerDeepLift(LayerGradientAttribution):
                 (multipliers), (multipliers, a(x)) or (multipliers, a(x), a(b)), tuples over the
                 layer's tensors, and returns a tuple.
         """
-        xs, _ = P.as_tuple(inputs)
-        bs = P.format_baselines(baselines, xs)
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        xs, _ = plumbing.as_tuple(inputs)
+        bs = plumbing.format_baselines(baselines, xs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         mults, at_x, at_b = layer_multipliers(self.model, self.forward_func, self.layer, xs, bs, target, args,
                                               self.eps, attribute_to_layer_input, self.rules)
         attrs = attributions_from_multipliers(mults, at_x, at_b, custom_attribution_func, self.multiplies_by_inputs)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .. import _plumbing as P
+from .. import _plumbing as plumbing
 from .._hooks import layer_gradients, layer_values
 from ..backprop import GuidedBackprop
 from ..base import GradientAttribution, LayerAttribution
@@ -63,8 +63,8 @@ class LayerActivation(LayerGradientAttribution):
     _multiplies_by_inputs = True
 
     def attribute(self, inputs, additional_forward_args=None, attribute_to_layer_input: bool = False):
-        xs, _ = P.as_tuple(inputs)
-        args = P.format_args(additional_forward_args)
+        xs, _ = plumbing.as_tuple(inputs)
+        args = plumbing.format_args(additional_forward_args)
         return self._for_each_layer(
             lambda layer: layer_result(layer_values(self.forward_func, layer, xs, args, attribute_to_layer_input)[0])
         )
@@ -96,8 +96,8 @@ class LayerGradientXActivation(LayerGradientAttribution):
         super().__init__(forward_func, layer, device_ids, multiply_by_inputs)
 
     def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False):
-        xs, _ = P.as_tuple(inputs)
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        xs, _ = plumbing.as_tuple(inputs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
 
         def one(layer):
             grads, acts = layer_gradients(self.forward_func, layer, xs, target, args, attribute_to_layer_input)
@@ -128,8 +128,8 @@ class LayerGradCam(LayerGradientAttribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False,
                   relu_attributions: bool = False, attr_dim_summation: bool = True):
-        xs, _ = P.as_tuple(inputs)
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        xs, _ = plumbing.as_tuple(inputs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         grads, acts = layer_gradients(self.forward_func, self.layer, xs, target, args, attribute_to_layer_input)
 
         def cam(g: Tensor, a: Tensor) -> Tensor:
@@ -143,9 +143,10 @@ class LayerGradCam(LayerGradientAttribution):
 
 # --------------------------------------------------------------------------- along the path
 def _path_arguments(inputs, baselines, target, additional_forward_args, n_steps):
-    xs, _ = P.as_tuple(inputs)
-    P.check_positive_int(n_steps, "n_steps")
-    return xs, P.format_baselines(baselines, xs), P.validate_target(target), P.format_args(additional_forward_args)
+    xs, _ = plumbing.as_tuple(inputs)
+    plumbing.check_positive_int(n_steps, "n_steps")
+    target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
+    return xs, plumbing.format_baselines(baselines, xs), target, args
 
 
 class InternalInfluence(LayerGradientAttribution):
@@ -211,8 +212,8 @@ class LayerConductance(LayerGradientAttribution):
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
                   return_convergence_delta: bool = False, attribute_to_layer_input: bool = False):
         xs, bs, target, args = _path_arguments(inputs, baselines, target, additional_forward_args, n_steps)
-        _, alphas = P.integration_rule(method, n_steps + 1)
-        n = P.batch_size_of(xs)
+        _, alphas = plumbing.integration_rule(method, n_steps + 1)
+        n = plumbing.batch_size_of(xs)
 
         def grads_and_values(points, t, a):
             grads, values = layer_gradients(self.forward_func, self.layer, points, t, a, attribute_to_layer_input)
@@ -258,10 +259,10 @@ class LayerIntegratedGradients(LayerGradientAttribution):
 
     _accepts_layer_list = True
 
+    _has_convergence_delta = True
+
     def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool = True):
         super().__init__(forward_func, layer, device_ids, multiply_by_inputs)
-
-    _has_convergence_delta = True
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
@@ -281,16 +282,16 @@ class _LayerInputBaselineXGradient(LayerGradientAttribution):
     """The layer gradient at one random point between input and baseline, times the change
     of the layer's activation from baseline to input: one sample of :class:`LayerGradientShap`."""
 
+    _has_convergence_delta = True
+
     def __init__(self, forward_func: Callable, layer, multiply_by_inputs: bool = True):
         super().__init__(forward_func, layer, multiply_by_inputs=multiply_by_inputs)
 
-    _has_convergence_delta = True
-
     def attribute(self, inputs, baselines, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False, attribute_to_layer_input: bool = False):
-        xs, _ = P.as_tuple(inputs)
-        bs = P.format_baselines(baselines, xs)
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        xs, _ = plumbing.as_tuple(inputs)
+        bs = plumbing.format_baselines(baselines, xs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         at_random_point = InputBaselineXGradient(self.forward_func, multiply_by_inputs=False)
         at_random_point.gradient_func = lambda f, points, t, a: layer_gradients(
             f, self.layer, points, t, a, attribute_to_layer_input)[0]
@@ -320,19 +321,19 @@ class LayerGradientShap(LayerGradientAttribution):
         torch.Size([2, 4, 6, 6])
     """
 
+    _has_convergence_delta = True
+
     def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool = True):
         super().__init__(forward_func, layer, device_ids, multiply_by_inputs)
-
-    _has_convergence_delta = True
 
     def attribute(self, inputs, baselines, n_samples: int = 5, stdevs=0.0, target=None,
                   additional_forward_args=None, return_convergence_delta: bool = False,
                   attribute_to_layer_input: bool = False):
-        xs, _ = P.as_tuple(inputs)
+        xs, _ = plumbing.as_tuple(inputs)
         one_sample = _LayerInputBaselineXGradient(self.forward_func, self.layer, self.multiplies_by_inputs)
         out = NoiseTunnel(one_sample).attribute(
-            xs, nt_type="smoothgrad", nt_samples=P.check_positive_int(n_samples, "n_samples"), stdevs=stdevs,
-            draw_baseline_from_distrib=True, baselines=P.baseline_distribution(baselines, xs), target=target,
+            xs, nt_type="smoothgrad", nt_samples=plumbing.check_positive_int(n_samples, "n_samples"), stdevs=stdevs,
+            draw_baseline_from_distrib=True, baselines=plumbing.baseline_distribution(baselines, xs), target=target,
             additional_forward_args=additional_forward_args, return_convergence_delta=return_convergence_delta,
             attribute_to_layer_input=attribute_to_layer_input,
         )
@@ -368,14 +369,15 @@ class GuidedGradCam(GradientAttribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None, interpolate_mode: str = "nearest",
                   attribute_to_layer_input: bool = False):
-        xs, is_tuple = P.as_tuple(inputs)
+        xs, is_tuple = plumbing.as_tuple(inputs)
         cam = self.grad_cam.attribute(xs, target, additional_forward_args, attribute_to_layer_input,
                                       relu_attributions=True)
         if isinstance(cam, tuple):
             raise ValueError("GuidedGradCam needs a `layer` that produces one tensor; this one produces "
                              f"{len(cam)}.")
         guided = self.guided_backprop.attribute(xs, target, additional_forward_args)
-        return P.restore(tuple(_times_upsampled(g, cam, x, interpolate_mode) for g, x in zip(guided, xs)), is_tuple)
+        upsampled = tuple(_times_upsampled(g, cam, x, interpolate_mode) for g, x in zip(guided, xs))
+        return plumbing.restore(upsampled, is_tuple)
 
 
 def _times_upsampled(guided: Tensor, cam: Tensor, x: Tensor, mode: str) -> Tensor:

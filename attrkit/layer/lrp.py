@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .. import _plumbing as P
+from .. import _plumbing as plumbing
 from .._hooks import layer_gradients
 from ..base import LayerAttribution, require_module
 from ..lrp import LRP, check_rules, lrp_rules, times_rows
@@ -36,18 +36,18 @@ class LayerLRP(LRP, LayerAttribution):
                 raise TypeError(f"`layer` must be a torch.nn.Module or a list of them, got {type(item).__name__}.")
         require_module(model, type(self).__name__, "it hooks its layers")
         LayerAttribution.__init__(self, model, layers[0])  # LRP.__init__ would not pass `layer` along
-        self.gradient_func = P.gradients
+        self.gradient_func = plumbing.gradients
         self.model, self.layer, self._layer_list = model, layer, layers
         check_rules(model)
 
     def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta: bool = False,
                   attribute_to_layer_input: bool = False, verbose: bool = False):
-        xs, _ = P.as_tuple(inputs)
-        target, args = P.validate_target(target), P.format_args(additional_forward_args)
+        xs, _ = plumbing.as_tuple(inputs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         check_rules(self.model)
         per_layer, _ = layer_gradients(self.forward_func, self._layer_list, xs, target, args,
                                        attribute_to_layer_input, rules=lrp_rules(verbose).applied(self.model))
-        output = P.scalar_outputs(self.forward_func, xs, target, args)
+        output = plumbing.scalar_outputs(self.forward_func, xs, target, args)
         relevances = [tuple(times_rows(g, output) for g in grads) for grads in per_layer]
         results = [r if len(r) > 1 else r[0] for r in relevances]
         deltas = [self.compute_convergence_delta(r, output) for r in relevances]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .. import _plumbing as P
+from .. import _plumbing as plumbing
 from .._batching import format_feature_mask
 from ..base import LayerAttribution, PerturbationAttribution
 from ..perturbation import FeatureAblation, FeaturePermutation
@@ -20,8 +20,8 @@ from ._base import LayerSpace
 def _on_layer(attribution: LayerAttribution, inputs, additional_forward_args, attribute_to_layer_input: bool,
               run: Callable[[LayerSpace], tuple]):
     """``run(space)`` applies a primary method to the layer's activations; its result, cut to the layer."""
-    xs, _ = P.as_tuple(inputs)
-    args = P.format_args(additional_forward_args)
+    xs, _ = plumbing.as_tuple(inputs)
+    args = plumbing.format_args(additional_forward_args)
     space = LayerSpace(attribution.forward_func, [attribution.layer], xs, args, attribute_to_layer_input)
     return space.split(run(space), several=False)
 
@@ -69,7 +69,7 @@ class LayerFeatureAblation(LayerAttribution, PerturbationAttribution):
         """
         def ablate(space: LayerSpace) -> tuple:
             return FeatureAblation(space.function).attribute(
-                space.inputs, P.format_baselines(layer_baselines, space.inputs, "layer_baselines"), target,
+                space.inputs, plumbing.format_baselines(layer_baselines, space.inputs, "layer_baselines"), target,
                 space.model_args, _layer_mask(layer_mask, space), perturbations_per_eval)
 
         return _on_layer(self, inputs, additional_forward_args, attribute_to_layer_input, ablate)

@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .. import _plumbing as P
+from .. import _plumbing as plumbing
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -30,8 +30,8 @@ def _safe_div(numerator: Tensor, denominator: Tensor) -> Tensor:
 def _sample_chunks(n_samples: int, n_examples: int, max_examples_per_batch) -> list[int]:
     """Sizes of the groups of samples evaluated together (each holds every example)."""
     if max_examples_per_batch is not None:
-        P.check_positive_int(max_examples_per_batch, "max_examples_per_batch")
-    return [len(r) for r in P.chunks(n_samples, n_examples, max_examples_per_batch)]
+        plumbing.check_positive_int(max_examples_per_batch, "max_examples_per_batch")
+    return [len(r) for r in plumbing.chunks(n_samples, n_examples, max_examples_per_batch)]
 
 
 def _for_user(items: tuple[Tensor, ...]):
@@ -40,7 +40,7 @@ def _for_user(items: tuple[Tensor, ...]):
 
 
 def _check_attributions(attributions, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    attrs, _ = P.as_tuple(attributions, "attributions")
+    attrs, _ = plumbing.as_tuple(attributions, "attributions")
     if len(attrs) != len(inputs):
         raise ValueError(f"`attributions` has {len(attrs)} tensors but `inputs` has {len(inputs)}: give one per input.")
     for i, (a, x) in enumerate(zip(attrs, inputs)):
@@ -80,11 +80,11 @@ def infidelity_perturb_func_decorator(multiply_by_inputs: bool = True) -> Callab
         @functools.wraps(perturb_func)
         def with_perturbations(inputs, baselines=None):
             perturbed = perturb_func(inputs) if baselines is None else perturb_func(inputs, baselines)
-            xs, _ = P.as_tuple(inputs)
-            moved, _ = P.as_tuple(perturbed, "the perturbed inputs")
+            xs, _ = plumbing.as_tuple(inputs)
+            moved, _ = plumbing.as_tuple(perturbed, "the perturbed inputs")
             if not multiply_by_inputs:
                 return tuple(x - p for x, p in zip(xs, moved)), moved
-            bs = P.format_baselines(baselines, xs)
+            bs = plumbing.format_baselines(baselines, xs)
             return tuple(_safe_div(x - p, x - b) for x, p, b in zip(xs, moved, bs)), moved
 
         return with_perturbations
@@ -133,17 +133,17 @@ def infidelity(
         >>> infidelity(model, drop_one, x, attr, target=0, n_perturb_samples=2).shape
         torch.Size([1])
     """
-    xs, _ = P.as_tuple(inputs)
+    xs, _ = plumbing.as_tuple(inputs)
     attrs = _check_attributions(attributions, xs)
-    n_samples = P.check_positive_int(n_perturb_samples, "n_perturb_samples")
+    n_samples = plumbing.check_positive_int(n_perturb_samples, "n_perturb_samples")
     if not callable(perturb_func):
         raise TypeError(f"`perturb_func` must be callable, got {type(perturb_func).__name__}.")
-    bs = None if baselines is None else P.format_baselines(baselines, xs)
-    target, args = P.validate_target(target), P.format_args(additional_forward_args)
-    n = P.batch_size_of(xs)
+    bs = None if baselines is None else plumbing.format_baselines(baselines, xs)
+    target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
+    n = plumbing.batch_size_of(xs)
     sums = None
     with torch.no_grad():
-        clean = P.per_example(P.run_forward(forward_func, xs, target, args), n)
+        clean = plumbing.per_example(plumbing.run_forward(forward_func, xs, target, args), n)
         for k in _sample_chunks(n_samples, n, max_examples_per_batch):
             predicted, actual = _one_chunk(forward_func, perturb_func, xs, bs, attrs, clean, target, args, k)
             part = torch.stack([
@@ -159,37 +159,37 @@ def infidelity(
 
 def _one_chunk(forward_func, perturb_func, xs, bs, attrs, clean, target, args, k: int):
     """``(I . attributions, f(x) - f(x - I))`` for ``k`` perturbations per example, each ``(N, k)``."""
-    n = P.batch_size_of(xs)
-    repeated = P.expand(xs, k, "interleave")
+    n = plumbing.batch_size_of(xs)
+    repeated = plumbing.expand(xs, k, "interleave")
     if bs is None:
         result = perturb_func(_for_user(repeated))
     else:
-        result = perturb_func(_for_user(repeated), _for_user(P.expand(bs, k, "interleave")))
+        result = perturb_func(_for_user(repeated), _for_user(plumbing.expand(bs, k, "interleave")))
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise ValueError(
             "`perturb_func` must return `(perturbations, perturbed_inputs)`; to return only the perturbed inputs, "
             "decorate it with `infidelity_perturb_func_decorator`."
         )
-    perturbations, _ = P.as_tuple(result[0], "perturbations")
-    perturbed, _ = P.as_tuple(result[1], "perturbed inputs")
+    perturbations, _ = plumbing.as_tuple(result[0], "perturbations")
+    perturbed, _ = plumbing.as_tuple(result[1], "perturbed inputs")
     for name, items in (("perturbations", perturbations), ("perturbed inputs", perturbed)):
         if len(items) != len(xs) or any(t.shape != x.shape for t, x in zip(items, repeated)):
             raise ValueError(
                 f"`perturb_func` returned {name} of shapes {[tuple(t.shape) for t in items]}; expected "
                 f"{[tuple(x.shape) for x in repeated]} (each example repeated {k} times, sample-major)."
             )
-    moved = P.per_example(
-        P.run_forward(forward_func, perturbed, P.expand_target(target, k, "interleave"),
-                      P.expand_args(args, k, "interleave")), n * k)
+    moved = plumbing.per_example(
+        plumbing.run_forward(forward_func, perturbed, plumbing.expand_target(target, k, "interleave"),
+                      plumbing.expand_args(args, k, "interleave")), n * k)
     actual = (clean.repeat_interleave(k) - moved).reshape(n, k)
-    predicted = P.sum_per_example([a.repeat_interleave(k, dim=0) * i for a, i in zip(attrs, perturbations)])
+    predicted = plumbing.sum_per_example([a.repeat_interleave(k, dim=0) * i for a, i in zip(attrs, perturbations)])
     return predicted.reshape(n, k), actual
 
 
 # --------------------------------------------------------------------------- sensitivity
 def default_perturb_func(inputs, perturb_radius: float = 0.02):
     """Uniform noise in ``[-perturb_radius, perturb_radius]`` added to every input tensor."""
-    xs, _ = P.as_tuple(inputs)
+    xs, _ = plumbing.as_tuple(inputs)
     return tuple(x + torch.empty_like(x).uniform_(-perturb_radius, perturb_radius) for x in xs)
 
 
@@ -230,22 +230,22 @@ def sensitivity_max(
         >>> sens.shape
         torch.Size([4])
     """
-    xs, is_tuple = P.as_tuple(inputs)
-    n_samples = P.check_positive_int(n_perturb_samples, "n_perturb_samples")
+    xs, is_tuple = plumbing.as_tuple(inputs)
+    n_samples = plumbing.check_positive_int(n_perturb_samples, "n_perturb_samples")
     order = _vector_norm_order(norm_ord)
     if not callable(explanation_func):
         raise TypeError(f"`explanation_func` must be callable, got {type(explanation_func).__name__}.")
-    n = P.batch_size_of(xs)
+    n = plumbing.batch_size_of(xs)
     takes_radius = _takes_two_arguments(perturb_func)
     with torch.no_grad():
-        reference = _flat_explanation(explanation_func(P.restore(xs, is_tuple), **kwargs), n)
+        reference = _flat_explanation(explanation_func(plumbing.restore(xs, is_tuple), **kwargs), n)
         scale = torch.linalg.vector_norm(reference, ord=order, dim=1)
         scale = torch.where(scale == 0, torch.ones_like(scale), scale)
         worst = None
         for k in _sample_chunks(n_samples, n, max_examples_per_batch):
-            repeated = _for_user(P.expand(xs, k, "interleave"))
+            repeated = _for_user(plumbing.expand(xs, k, "interleave"))
             moved = perturb_func(repeated, perturb_radius) if takes_radius else perturb_func(repeated)
-            moved = P.restore(P.as_tuple(moved, "the perturbed inputs")[0], is_tuple)
+            moved = plumbing.restore(plumbing.as_tuple(moved, "the perturbed inputs")[0], is_tuple)
             explained = _flat_explanation(explanation_func(moved, **_expand_kwargs(kwargs, k, n)), n * k)
             change = torch.linalg.vector_norm(explained - reference.repeat_interleave(k, dim=0), ord=order, dim=1)
             chunk_max = (change / scale.repeat_interleave(k)).reshape(n, k).max(dim=1).values
@@ -270,7 +270,7 @@ def _takes_two_arguments(func: Callable) -> bool:
 
 def _flat_explanation(explanation, n: int) -> Tensor:
     """One row per example: every tensor of the explanation flattened and concatenated."""
-    items, _ = P.as_tuple(explanation, "the explanation")
+    items, _ = plumbing.as_tuple(explanation, "the explanation")
     for t in items:
         if t.dim() == 0 or t.shape[0] != n:
             raise ValueError(
@@ -283,9 +283,10 @@ def _expand_kwargs(kwargs: dict, k: int, n: int) -> dict:
     """Repeat the per-example keyword arguments of ``explanation_func`` ``k`` times (sample-major)."""
     out = dict(kwargs)
     if "target" in out:
-        out["target"] = P.expand_target(out["target"], k, "interleave")
+        out["target"] = plumbing.expand_target(out["target"], k, "interleave")
     if out.get("additional_forward_args") is not None:
-        out["additional_forward_args"] = P.expand_args(P.format_args(out["additional_forward_args"]), k, "interleave")
+        args = plumbing.format_args(out["additional_forward_args"])
+        out["additional_forward_args"] = plumbing.expand_args(args, k, "interleave")
     if out.get("baselines") is not None:
         out["baselines"] = _expand_baselines(out["baselines"], k, n)
     return out

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .. import _plumbing as P
+from .. import _plumbing as plumbing
 
 MODES = ("deletion", "insertion")
 SCORES = ("softmax", "logit")
@@ -80,22 +80,22 @@ def pixel_flipping(
         >>> fractions.shape, scores.shape, auc.shape
         (torch.Size([9]), torch.Size([2, 9]), torch.Size([2]))
     """
-    xs, _ = P.as_tuple(inputs)
-    P.check_choice(mode, "mode", MODES)
-    P.check_choice(score, "score", SCORES)
-    steps = P.check_positive_int(steps, "steps")
+    xs, _ = plumbing.as_tuple(inputs)
+    plumbing.check_choice(mode, "mode", MODES)
+    plumbing.check_choice(score, "score", SCORES)
+    steps = plumbing.check_positive_int(steps, "steps")
     if max_examples_per_batch is not None:
-        P.check_positive_int(max_examples_per_batch, "max_examples_per_batch")
+        plumbing.check_positive_int(max_examples_per_batch, "max_examples_per_batch")
     pixels = [_use_pixels(x, per_pixel) for x in xs]
     ranking = _feature_scores(attributions, xs, pixels)
-    bs = P.format_baselines(baselines, xs)
-    target, args = P.validate_target(target), P.format_args(additional_forward_args)
+    bs = plumbing.format_baselines(baselines, xs)
+    target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
     rank = _ranks(ranking)
     n, n_features = ranking.shape
     counts = (torch.arange(steps + 1, device=rank.device) * n_features + steps // 2) // steps  # rounded k/steps*F
     with torch.inference_mode():
         rows = []
-        for chunk in P.chunks(steps + 1, n, max_examples_per_batch):
+        for chunk in plumbing.chunks(steps + 1, n, max_examples_per_batch):
             flipped = rank.unsqueeze(0) < counts[chunk.start:chunk.stop].view(-1, 1, 1)
             points = _flipped_inputs(xs, bs, flipped, pixels, mode)
             rows.append(_scores(model, points, target, args, score, len(chunk), n))
@@ -115,7 +115,7 @@ def _use_pixels(x: Tensor, per_pixel: bool | None) -> bool:
 
 def _feature_scores(attributions, xs: tuple[Tensor, ...], pixels: list[bool]) -> Tensor:
     """The ranking score of every feature, ``(N, n_features)``: pixels sum their channels."""
-    attrs, _ = P.as_tuple(attributions, "attributions")
+    attrs, _ = plumbing.as_tuple(attributions, "attributions")
     if len(attrs) != len(xs):
         raise ValueError(f"`attributions` has {len(attrs)} tensors but `inputs` has {len(xs)}: give one per input.")
     out = []
@@ -155,12 +155,12 @@ def _flipped_inputs(xs, bs, flipped: Tensor, pixels, mode: str) -> tuple[Tensor,
 
 
 def _scores(model, points, target, args, score: str, k: int, n: int) -> Tensor:
-    output = model(*points, *P.expand_args(args, k))
+    output = model(*points, *plumbing.expand_args(args, k))
     if score == "softmax":
         if not isinstance(output, Tensor) or output.dim() < 2:
             shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             raise ValueError(f"`score='softmax'` needs an (N, classes) output; the model returned {shape}. "
                              "Use `score='logit'`.")
         output = output.softmax(dim=1)
-    selected = P.select_target(output, P.expand_target(target, k))
-    return P.per_example(selected, k * n).reshape(k, n)
+    selected = plumbing.select_target(output, plumbing.expand_target(target, k))
+    return plumbing.per_example(selected, k * n).reshape(k, n)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import _plumbing as P
+from .. import _plumbing as plumbing
 
 ORDERS = ("cascading", "independent")
 NOTHING = "(none)"
@@ -220,7 +220,7 @@ def model_randomization(
     if not callable(attribute_fn):
         raise TypeError(f"`attribute_fn` must be callable as attribute_fn(model, inputs, target), "
                         f"got {type(attribute_fn).__name__}.")
-    P.check_choice(order, "order", ORDERS)
+    plumbing.check_choice(order, "order", ORDERS)
     names = _layers_top_down(model, layers)
     position = {name: i for i, (name, _) in enumerate(model.named_modules())}
     original = _detached(attribute_fn(model, inputs, target))

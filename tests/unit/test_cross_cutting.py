@@ -1,4 +1,6 @@
 """Every case in cases_*.py through the same checks (see cases.py)."""
+from operator import attrgetter
+
 import pytest
 import torch
 
@@ -80,11 +82,37 @@ def test_batch_size_does_not_change_result(case):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def _layer_values(case, inputs):
+    """What the case's layer produces (or receives, ``attribute_to_layer_input``) on ``inputs``."""
+    model, _ = build(case, attrkit)
+    layer = attrgetter(case.layer)(model)
+    args = case.kwargs.get("additional_forward_args", ())
+    seen = []
+    if case.kwargs.get("attribute_to_layer_input"):
+        handle = layer.register_forward_pre_hook(lambda m, values: seen.append(values))
+    else:
+        handle = layer.register_forward_hook(lambda m, _, values: seen.append(values))
+    try:
+        with torch.no_grad():
+            model(*_tuple(inputs), *(args if isinstance(args, tuple) else (args,)))
+    finally:
+        handle.remove()
+    return tuple(t for t in _tuple(seen[0]) if isinstance(t, torch.Tensor))
+
+
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_shapes_follow_inputs(case):
     inputs = make_inputs(case)
     out, _ = _split(case, _run(case, attrkit, inputs))
-    if case.layer is None or case.method.startswith("Neuron"):  # layer results follow the layer, not the inputs
+    if case.layer is None or case.method.startswith("Neuron") or case.method == "GuidedGradCam":
         assert isinstance(out, tuple) == isinstance(inputs, tuple)
         for a, x in zip(_tuple(out), _tuple(inputs)):
             assert a.shape == x.shape and a.device == x.device
+    else:  # layer results follow the layer: a tensor per tensor it produces (a tuple for several)
+        expected = _layer_values(case, inputs)
+        if case.method == "LayerGradCam" and case.kwargs.get("attr_dim_summation", True):
+            expected = tuple(e[:, :1] for e in expected)  # Grad-CAM sums over the channels
+        assert isinstance(out, tuple) == (len(expected) > 1)
+        assert len(_tuple(out)) == len(expected)
+        for a, e in zip(_tuple(out), expected):
+            assert a.shape == e.shape and a.device == e.device
