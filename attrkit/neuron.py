@@ -144,7 +144,7 @@ class NeuronDeepLift(_NeuronMethod):
     other directly on the path to the neuron (a ReLU feeding a max pooling layer, as in
     :class:`~attrkit.testing.SmallCNN`): Captum's rules interfere there and its
     attributions no longer add up to the neuron's change; attrkit's still do (the same
-    difference as for :class:`~attrkit.DeepLift`).
+    difference as for :class:`~attrkit.DeepLift`). ``eps`` and ``rules`` as in :class:`~attrkit.DeepLift`.
 
     Shrikumar, Greenside & Kundaje (2017), *Learning Important Features Through
     Propagating Activation Differences*, https://arxiv.org/abs/1704.02685
@@ -163,15 +163,15 @@ class NeuronDeepLift(_NeuronMethod):
     """
 
     def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, multiply_by_inputs: bool = True,
-                 eps: float = 1e-10):
+                 eps: float = 1e-10, rules: dict | None = None):
         super().__init__(require_module(model, type(self).__name__, "its modules are hooked"), layer,
                          multiply_by_inputs=multiply_by_inputs)
-        self.eps = eps
+        self.eps, self.rules = eps, rules
 
     def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None,
                   attribute_to_neuron_input: bool = False, custom_attribution_func: Callable | None = None):
         dl = self._aimed(DeepLift, neuron_selector, attribute_to_neuron_input,
-                         multiply_by_inputs=self.multiplies_by_inputs, eps=self.eps)
+                         multiply_by_inputs=self.multiplies_by_inputs, eps=self.eps, rules=self.rules)
         return dl.attribute(inputs, baselines, additional_forward_args=additional_forward_args,
                             custom_attribution_func=custom_attribution_func)
 
@@ -193,14 +193,16 @@ class NeuronDeepLiftShap(_NeuronMethod):
         torch.Size([2, 1, 8, 8])
     """
 
-    def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, multiply_by_inputs: bool = True):
+    def __init__(self, model: torch.nn.Module, layer: torch.nn.Module, multiply_by_inputs: bool = True,
+                 rules: dict | None = None):
         super().__init__(require_module(model, type(self).__name__, "its modules are hooked"), layer,
                          multiply_by_inputs=multiply_by_inputs)
+        self.rules = rules
 
     def attribute(self, inputs, neuron_selector, baselines, additional_forward_args=None,
                   attribute_to_neuron_input: bool = False, custom_attribution_func: Callable | None = None):
         dls = self._aimed(DeepLiftShap, neuron_selector, attribute_to_neuron_input,
-                          multiply_by_inputs=self.multiplies_by_inputs)
+                          multiply_by_inputs=self.multiplies_by_inputs, rules=self.rules)
         return dls.attribute(inputs, baselines, additional_forward_args=additional_forward_args,
                              custom_attribution_func=custom_attribution_func)
 

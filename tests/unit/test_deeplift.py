@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from attrkit import DeepLift, DeepLiftShap, Saliency
+from attrkit import DeepLift, DeepLiftShap, LayerDeepLift, NeuronDeepLift, Saliency
 from attrkit._hooks import layer_as_variable, layer_values, neuron_objective
 from attrkit.deeplift import NONLINEAR_RULES, Rescale, layer_multipliers, multipliers
 from attrkit.testing import LinearModel, ResidualCNN, SmallCNN, TwoInputModel
@@ -157,6 +157,23 @@ def test_a_registered_custom_activation_becomes_exact():
     with_swish = DeepLift(_swish_net(), rules={**NONLINEAR_RULES, Swish: Rescale})
     _, after = with_swish.attribute(x, b, target=1, return_convergence_delta=True)
     assert before.abs().max() > 1e-3 and after.abs().max() < 1e-5
+
+
+def test_the_rules_argument_reaches_layer_and_neuron_deeplift():
+    x, b = torch.randn(4, 6), torch.randn(4, 6)
+    rules = {**NONLINEAR_RULES, Swish: Rescale}
+    model = _swish_net()
+    _, delta = LayerDeepLift(model, model[0], rules=rules).attribute(x, b, target=1, return_convergence_delta=True)
+    neuron = NeuronDeepLift(model, model[2], rules=rules).attribute(x, 1, baselines=b)
+    with torch.no_grad():
+        change = model(x)[:, 1] - model(b)[:, 1]
+    assert delta.abs().max() < 1e-5
+    torch.testing.assert_close(neuron.sum(1), change, atol=1e-5, rtol=1e-5)
+
+
+def test_rules_must_be_a_table_of_module_types():
+    with pytest.raises(TypeError, match="`rules`"):
+        DeepLift(_swish_net(), rules=[Rescale])
 
 
 # --------------------------------------------------------------------------- the internal API for layer/neuron methods
