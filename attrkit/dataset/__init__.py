@@ -2,6 +2,9 @@
 from .summarizer import (ClassSummarizer, CommonStats, Count, Max, Mean, Min, MSE, Stat, StatValue, StdDev, Sum,
                          Summarizer, SummarizerSingleTensor, Var)
 from .dataloader_attr import DataLoaderAttribution, InputRole
+from .store import DatasetAttribution, open_store
+from .stream import attribute_dataset, init_distributed
 
 __all__ = ["Stat", "StatValue", "Count", "Mean", "MSE", "Var", "StdDev", "Min", "Max", "Sum", "CommonStats",
-           "Summarizer", "SummarizerSingleTensor", "ClassSummarizer", "DataLoaderAttribution", "InputRole"]
+           "Summarizer", "SummarizerSingleTensor", "ClassSummarizer", "DataLoaderAttribution", "InputRole",
+           "attribute_dataset", "init_distributed", "DatasetAttribution", "open_store"]
