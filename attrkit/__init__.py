@@ -34,6 +34,6 @@ __all__ = [
     "LayerDeepLift", "LayerDeepLiftShap", "LayerFeatureAblation", "LayerFeaturePermutation",
     "NeuronGradient", "NeuronIntegratedGradients", "NeuronConductance", "NeuronGradientShap",
     "NeuronDeepLift", "NeuronDeepLiftShap", "NeuronGuidedBackprop", "NeuronDeconvolution", "NeuronFeatureAblation",
-    "DataLoaderAttribution", "Summarizer", "SummarizerSingleTensor", "ClassSummarizer", "CommonStats", "StatValue",
+    "DataLoaderAttribution", "Summarizer", "SummarizerSingleTensor", "ClassSummarizer", "CommonStats",
     "Mean", "Var", "StdDev", "Min", "Max", "Sum", "MSE", "Count", "attribute_dataset",
 ]

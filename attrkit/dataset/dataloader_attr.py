@@ -4,7 +4,9 @@
 its baseline in every example?": one pass over the loader for the unperturbed metric, then one pass per group of
 ``perturbations_per_pass`` features, each batch run once per feature of the group. The attribution of a feature is
 ``metric(original) - metric(feature ablated)`` (Zeiler & Fergus 2014, feature ablation), as in Captum 0.9's
-``captum.attr.DataLoaderAttribution``, whose arguments and output shapes this follows.
+``captum.attr.DataLoaderAttribution``, whose arguments and output shapes this follows. One deliberate departure:
+a loader yielding plain tensors (not tuples) is one attributed input per batch, where Captum iterates over the
+batch's rows as if they were the batch's elements.
 """
 from __future__ import annotations
 

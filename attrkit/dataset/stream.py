@@ -218,6 +218,8 @@ def attribute_dataset(
         show_progress: a progress bar (examples/s and time left) on rank 0.
         num_workers: data-loading workers (default: the loader's, else 0).
 
+    The running summaries use Welford (1962) within a chunk and Chan, Golub & LeVeque (1979) to merge chunks.
+
     Returns:
         A :class:`~attrkit.dataset.store.DatasetAttribution` reading the store (``.attributions``, ``.targets``,
         ``.predictions``, ``.index``, ``.summary``, ``.class_summaries``) on every rank.

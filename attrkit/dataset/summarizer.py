@@ -78,7 +78,15 @@ class Stat:
 
 
 class Count(Stat):
-    """The number of updates."""
+    """The number of updates (samples), the ``n`` of Welford (1962), *Note on a method for calculating corrected sums of squares and products*, https://doi.org/10.1080/00401706.1962.10490022.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import Summarizer, Count
+        >>> s = Summarizer([Count()]); s.update(torch.ones(2)); s.update(torch.ones(2))
+        >>> s.summary
+        {'count': 2}
+    """
 
     def __init__(self, name: Optional[str] = None) -> None:
         super().__init__(name=name)
@@ -95,7 +103,17 @@ class Count(Stat):
 
 
 class Mean(Stat):
-    """The running mean (a float tensor; integer input is promoted to float64)."""
+    """The running mean, ``mean += (x - mean) / n`` (a float tensor; integer input becomes float64).
+
+    Welford (1962), *Note on a method for calculating corrected sums of squares and products*, https://doi.org/10.1080/00401706.1962.10490022.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import Summarizer, Mean
+        >>> s = Summarizer([Mean()]); s.update(torch.tensor([1.0, 2.0])); s.update(torch.tensor([3.0, 4.0]))
+        >>> s.summary["mean"]
+        tensor([2., 3.])
+    """
 
     def __init__(self, name: Optional[str] = None) -> None:
         super().__init__(name=name)
@@ -124,7 +142,18 @@ class Mean(Stat):
 
 
 class MSE(Stat):
-    """The running sum of squared deviations from the mean, ``sum((x - mean)**2)`` (Welford's M2)."""
+    """The running sum of squared deviations from the mean, ``sum((x - mean)**2)`` (the ``M2`` of
+    Welford (1962), *Note on a method for calculating corrected sums of squares and products*, https://doi.org/10.1080/00401706.1962.10490022; zero after one sample).
+
+    Example:
+        >>> import torch
+        >>> from attrkit import Summarizer, MSE
+        >>> s = Summarizer([MSE()])
+        >>> for v in (1.0, 2.0, 3.0):
+        ...     s.update(torch.tensor([v]))
+        >>> s.summary["mse"]
+        tensor([2.])
+    """
 
     def __init__(self, name: Optional[str] = None) -> None:
         super().__init__(name=name)
@@ -165,7 +194,19 @@ class MSE(Stat):
 
 class Var(Stat):
     """The variance ``mse / (n - order)``: ``order=0`` the population variance (key ``"variance"``),
-    ``order=1`` the sample variance (key ``"sample_variance"``)."""
+    ``order=1`` the sample variance (key ``"sample_variance"``); zeros while ``n <= order``.
+
+    Welford (1962), *Note on a method for calculating corrected sums of squares and products*, https://doi.org/10.1080/00401706.1962.10490022.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import Summarizer, Var
+        >>> s = Summarizer([Var(), Var(order=1)])
+        >>> for v in (1.0, 2.0, 3.0):
+        ...     s.update(torch.tensor([v]))
+        >>> s.summary
+        {'variance': tensor([0.6667], dtype=torch.float64), 'sample_variance': tensor([1.], dtype=torch.float64)}
+    """
 
     def __init__(self, name: Optional[str] = None, order: int = 0) -> None:
         if name is None:
@@ -193,7 +234,17 @@ class Var(Stat):
 
 class StdDev(Stat):
     """The standard deviation, the square root of :class:`Var` of the same ``order``
-    (keys ``"std_dev"``, ``"sample_std_dev"``, then ``"std_dev(k)"``)."""
+    (keys ``"std_dev"``, ``"sample_std_dev"``, then ``"std_dev(k)"``). Welford (1962), *Note on a method for calculating corrected sums of squares and products*, https://doi.org/10.1080/00401706.1962.10490022.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import Summarizer, StdDev
+        >>> s = Summarizer([StdDev(order=1)])
+        >>> for v in (1.0, 3.0):
+        ...     s.update(torch.tensor([v]))
+        >>> s.summary["sample_std_dev"]
+        tensor([1.4142], dtype=torch.float64)
+    """
 
     def __init__(self, name: Optional[str] = None, order: int = 0) -> None:
         if name is None:
@@ -233,28 +284,65 @@ class GeneralAccumFn(Stat):
 
 
 class Min(GeneralAccumFn):
-    """The element-wise minimum."""
+    """The element-wise minimum (``min_fn`` replaces ``torch.min``). Merged across chunks and ranks as in Chan, Golub & LeVeque (1979), *Updating formulae and a pairwise algorithm for computing sample variances*.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import Summarizer, Min, Max, Sum
+        >>> s = Summarizer([Min(), Max(), Sum()])
+        >>> s.update(torch.tensor([1.0, 5.0])); s.update(torch.tensor([3.0, 2.0]))
+        >>> s.summary
+        {'min': tensor([1., 2.]), 'max': tensor([3., 5.]), 'sum': tensor([4., 7.])}
+    """
 
     def __init__(self, name: Optional[str] = None, min_fn: Callable[[Tensor, Tensor], Tensor] = torch.min) -> None:
         super().__init__(name=name, fn=min_fn)
 
 
 class Max(GeneralAccumFn):
-    """The element-wise maximum."""
+    """The element-wise maximum (``max_fn`` replaces ``torch.max``). Merged across chunks and ranks as in Chan, Golub & LeVeque (1979), *Updating formulae and a pairwise algorithm for computing sample variances*.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import Summarizer, Min, Max, Sum
+        >>> s = Summarizer([Min(), Max(), Sum()])
+        >>> s.update(torch.tensor([1.0, 5.0])); s.update(torch.tensor([3.0, 2.0]))
+        >>> s.summary
+        {'min': tensor([1., 2.]), 'max': tensor([3., 5.]), 'sum': tensor([4., 7.])}
+    """
 
     def __init__(self, name: Optional[str] = None, max_fn: Callable[[Tensor, Tensor], Tensor] = torch.max) -> None:
         super().__init__(name=name, fn=max_fn)
 
 
 class Sum(GeneralAccumFn):
-    """The element-wise sum."""
+    """The element-wise sum (``add_fn`` replaces ``torch.add``). Merged across chunks and ranks as in Chan, Golub & LeVeque (1979), *Updating formulae and a pairwise algorithm for computing sample variances*.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import Summarizer, Min, Max, Sum
+        >>> s = Summarizer([Min(), Max(), Sum()])
+        >>> s.update(torch.tensor([1.0, 5.0])); s.update(torch.tensor([3.0, 2.0]))
+        >>> s.summary
+        {'min': tensor([1., 2.]), 'max': tensor([3., 5.]), 'sum': tensor([4., 7.])}
+    """
 
     def __init__(self, name: Optional[str] = None, add_fn: Callable[[Tensor, Tensor], Tensor] = torch.add) -> None:
         super().__init__(name=name, fn=add_fn)
 
 
 def CommonStats() -> List[Stat]:
-    """The usual summary: mean, sample variance, sample standard deviation, min and max."""
+    """The usual summary: mean, sample variance, sample standard deviation, min and max.
+
+    Mean and variance are running (Welford 1962) and mergeable (Chan, Golub & LeVeque (1979), *Updating formulae and a pairwise algorithm for computing sample variances*).
+
+    Example:
+        >>> import torch
+        >>> from attrkit import Summarizer, CommonStats
+        >>> s = Summarizer(CommonStats()); s.update(torch.zeros(2)); s.update(torch.ones(2))
+        >>> list(s.summary)
+        ['mean', 'sample_variance', 'sample_std_dev', 'min', 'max']
+    """
     return [Mean(), Var(order=1), StdDev(order=1), Min(), Max()]
 
 
@@ -301,6 +389,16 @@ def _as_tensor(x) -> Tensor:
 class SummarizerSingleTensor:
     """Summarizes one stream of tensors (use :class:`Summarizer` unless you need this directly).
 
+    Running statistics after Welford (1962), *Note on a method for calculating corrected sums of squares and products*, https://doi.org/10.1080/00401706.1962.10490022.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import SummarizerSingleTensor, Count, Mean
+        >>> s = SummarizerSingleTensor([Count(), Mean()], summary_stats_indices=[1])
+        >>> s.update(torch.tensor([2.0])); s.update(torch.tensor([4.0]))
+        >>> s.summary
+        {'mean': tensor([3.])}
+
     Args:
         stats: every statistic to update, in update order (dependencies first).
         summary_stats_indices: positions in ``stats`` of those shown by :attr:`summary`.
@@ -341,6 +439,8 @@ class Summarizer:
     """Running statistics of a tensor, or of each tensor of a tuple, over many ``update`` calls.
 
     Each ``update(x)`` is one sample; the statistics are element-wise over samples (``x`` keeps its shape).
+    Mean and variance are Welford's running updates; :meth:`merge` joins summaries of disjoint streams
+    (Chan, Golub & LeVeque (1979), *Updating formulae and a pairwise algorithm for computing sample variances*).
 
     Args:
         stats: the statistics to keep, e.g. ``[Mean(), StdDev()]`` or :func:`CommonStats`.
@@ -418,7 +518,7 @@ class ClassSummarizer(Summarizer):
     ``update(x, labels)`` splits ``x`` (a tensor or tuple of tensors, batch first) into examples and adds each
     to the overall summary and to its label's. Without labels the whole ``x`` is one sample, as in
     :class:`Summarizer`. With labels, :attr:`summary` and each of :attr:`class_summaries` are lists (one
-    dict per input tensor), as in Captum.
+    dict per input tensor), as in Captum. Statistics as in :class:`Summarizer` (Welford (1962), running mean and variance).
 
     Example:
         >>> import torch
