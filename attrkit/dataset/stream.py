@@ -84,7 +84,7 @@ def _describe(value) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, torch.Tensor):
-        data = value.detach().cpu().contiguous()
+        data = value.detach().cpu().contiguous().reshape(-1)
         digest = hashlib.sha256(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"").hexdigest()
         return {"tensor": list(value.shape), "dtype": str(value.dtype), "sha256": digest[:16]}
     if isinstance(value, (list, tuple)):
@@ -235,7 +235,11 @@ def attribute_dataset(
         >>> res.attributions.shape, res.summary["mean"].shape
         ((10, 4), torch.Size([4]))
     """
-    import zarr
+    try:
+        import zarr
+    except ModuleNotFoundError:  # pragma: no cover - zarr is in the `dataset` and `book` extras
+        raise ModuleNotFoundError("attribute_dataset writes a zarr store: pip install 'attrkit[dataset]' "
+                                  "(or zarr==3.1.6).") from None
 
     store = os.fspath(store)
     rank, world = _rank_world()
