@@ -304,7 +304,7 @@ def attribute_dataset(
     mine = [c for c in range(n_chunks) if c % world == rank and c not in done]
     todo_examples = sum(min(chunk_size, n - c * chunk_size) for c in mine)
     progress = None
-    if show_progress and rank == 0:
+    if show_progress and rank == 0 and todo_examples:
         from tqdm.auto import tqdm
         progress = tqdm(total=todo_examples, unit="ex", desc=f"{type(attribution).__name__}"
                         + (f" (rank 0 of {world})" if world > 1 else ""))
