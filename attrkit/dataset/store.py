@@ -6,7 +6,7 @@ A store is a zarr (v3) group on a local or shared file system::
       zarr.json                 group metadata; attrs["attrkit"] = the run's settings (method, arguments, ...)
       attributions/0, 1, ...    one array per attributed input, shape (N, *attribution shape), chunked by chunk_size
       targets, predictions, index, (convergence_delta)   (N,) arrays, same chunking
-      _summaries/chunk_XXXXXX.pt   the running summary of each chunk (tensors only)
+      _summaries/chunk_XXXXXX.pt   the summary of each chunk (tensors only; deleted once merged)
       _done/chunk_XXXXXX.json      completion markers, written atomically after a chunk's data and summary
       _summary.pt                  the merged summary, written once every chunk is done
 

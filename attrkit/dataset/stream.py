@@ -2,7 +2,8 @@
 
 Examples are split into chunks of ``chunk_size`` consecutive dataset positions. Each chunk is attributed in one
 ``attribute`` call (seeded with ``seed + chunk``, so stochastic methods give the same numbers whoever computes the
-chunk), written to the store (:mod:`attrkit.dataset.store`) together with its running summary, and then marked
+chunk), written to the store (:mod:`attrkit.dataset.store`) together with its summary (vectorised over the
+chunk, overall and per target class), and then marked
 done. A second call with the same arguments skips the chunks that are done: that is resume. Under
 ``torch.distributed`` (``torchrun``) rank ``r`` of ``W`` takes chunks ``r, r + W, r + 2W, ...`` (a
 ``DistributedSampler``-style split at chunk granularity, without padding, so any ``W`` works); once every rank is
@@ -26,7 +27,7 @@ from torch.utils.data.dataloader import default_collate
 from .dataloader_attr import InputRole
 from .store import (DatasetAttribution, atomic_torch_save, atomic_write_bytes, chunk_name, class_summarizer_state,
                     load_class_summarizer)
-from .summarizer import ClassSummarizer, CommonStats, Count, Max, Mean, Min, MSE, Stat, StdDev, Sum, Var
+from .summarizer import ClassSummarizer, CommonStats, class_summarizer_of_batch, Count, Max, Mean, Min, MSE, Stat, StdDev, Sum, Var
 
 _STAT_CLASSES = {c.__name__: c for c in (Count, Mean, MSE, Var, StdDev, Min, Max, Sum)}
 FORMAT_VERSION = 1
@@ -218,7 +219,9 @@ def attribute_dataset(
         show_progress: a progress bar (examples/s and time left) on rank 0.
         num_workers: data-loading workers (default: the loader's, else 0).
 
-    The running summaries use Welford (1962) within a chunk and Chan, Golub & LeVeque (1979) to merge chunks.
+    The running summaries are computed per chunk in a few vectorised reductions (equal, to rounding, to Welford (1962)
+    updates one example at a time, as Captum's summarizers do) and merged in chunk order with Chan, Golub & LeVeque
+    (1979)'s pairwise formulae, so they do not depend on the number of processes or on interruptions.
 
     Returns:
         A :class:`~attrkit.dataset.store.DatasetAttribution` reading the store (``.attributions``, ``.targets``,
@@ -414,14 +417,9 @@ def _run_chunk(group, store, chunk, batch, positions, attribution, kwargs, input
         group["targets"][start:stop] = _numpy(targets)
     if delta is not None:
         group["convergence_delta"][start:stop] = _numpy(delta)
-    # The chunk's running summary, example by example (Captum's ClassSummarizer semantics).
-    summ = ClassSummarizer(stats)
+    # The chunk's summary, overall and per class: a few vectorised reductions, merged later in chunk order.
     values = tuple((summarize(a) if summarize is not None else a).detach() for a in attrs)
-    if by_class and targets is not None:
-        summ.update(values, labels=targets)
-    else:
-        for i in range(values[0].shape[0]):
-            summ.update(tuple(v[i] for v in values))
+    summ = class_summarizer_of_batch(stats, values, targets if by_class else None)
     atomic_torch_save(class_summarizer_state(summ), os.path.join(store, "_summaries", chunk_name(chunk) + ".pt"))
     _write_marker(store, chunk, start, stop)
 
@@ -442,3 +440,4 @@ def _merge_summaries(store: str, n_chunks: int, stats: List[Stat]) -> None:
         part = load_class_summarizer(state, stats)
         total = part if total is None else total.merge(part)
     atomic_torch_save(class_summarizer_state(total), path)
+    shutil.rmtree(os.path.join(store, "_summaries"), ignore_errors=True)  # merged: the per-chunk parts are spent

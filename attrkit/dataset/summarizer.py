@@ -13,11 +13,14 @@ attrkit additions: :meth:`Summarizer.merge` combines two summaries of disjoint s
 ``StdDev(order=k)`` for k >= 2 is named ``"std_dev(k)"`` (Captum: ``"std_dev" + str(k) + ")"``, a typo);
 ``ClassSummarizer`` keys a label given as a tensor by its Python value (Captum keys by the tensor object, so every
 example of a tensor of labels becomes a class of its own); the summary order is deterministic (Captum's order of
-ties such as ``min``/``max`` follows set iteration).
+ties such as ``min``/``max`` follows set iteration); a statistic refers to its summarizer weakly, so a dropped
+summarizer frees its tensors at once (Captum's back-reference makes a reference cycle).
 """
 from __future__ import annotations
 
 import copy
+import functools
+import weakref
 from collections import defaultdict
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -41,13 +44,16 @@ class Stat:
     def __init__(self, name: Optional[str] = None, **params: Any) -> None:
         self.params = params
         self._name = name
-        self._other_stats: Optional["SummarizerSingleTensor"] = None
+        # A weak back-reference to the summarizer holding this stat (a strong one would make every summarizer a
+        # reference cycle, whose tensors only the cyclic garbage collector frees).
+        self._other_stats: Optional[weakref.ReferenceType] = None
 
     def init(self) -> None:
         """Look up the statistics this one depends on (called once the summarizer holds them all)."""
 
     def _get_stat(self, stat: "Stat") -> Optional["Stat"]:
-        return self._other_stats.get(stat) if self._other_stats is not None else None
+        owner = self._other_stats() if self._other_stats is not None else None
+        return owner.get(stat) if owner is not None else None
 
     def update(self, x: Tensor) -> None:
         raise NotImplementedError
@@ -409,7 +415,7 @@ class SummarizerSingleTensor:
         self._stat_to_stat = {s: s for s in stats}
         self._summary_stats = [stats[i] for i in summary_stats_indices]
         for s in stats:
-            s._other_stats = self
+            s._other_stats = weakref.ref(self)
             s.init()
 
     def update(self, x: Tensor) -> None:
@@ -492,9 +498,9 @@ class Summarizer:
             raise TypeError("cannot merge a summary of tuples with a summary of tensors.")
         for i, theirs in enumerate(other._summarizers):
             if i >= len(self._summarizers):
-                self._summarizers.append(copy.deepcopy(theirs))
-                for s in self._summarizers[i]._stats:
-                    s._other_stats = self._summarizers[i]
+                self._summarizers.append(SummarizerSingleTensor(copy.deepcopy(theirs._stats),
+                                                                [i for i, s in enumerate(theirs._stats)
+                                                                 if any(s is t for t in theirs._summary_stats)]))
             else:
                 self._summarizers[i].merge(theirs)
         return self
@@ -532,7 +538,7 @@ class ClassSummarizer(Summarizer):
     def __init__(self, stats: List[Stat]) -> None:
         super().__init__(stats)
         self._requested = list(stats)
-        self.summaries: Dict[Any, Summarizer] = defaultdict(lambda: Summarizer(stats=self._requested))
+        self.summaries: Dict[Any, Summarizer] = defaultdict(functools.partial(Summarizer, stats=self._requested))
 
     def update(self, x, labels=None) -> None:  # type: ignore[override]
         """Add the examples of ``x``; ``labels``: one per example (list or tensor), or one for all."""
@@ -564,3 +570,63 @@ class ClassSummarizer(Summarizer):
     def class_summaries(self) -> Dict[Any, Any]:
         """``{label: summary}`` for every label seen."""
         return {key: value.summary for key, value in self.summaries.items()}
+
+
+# -- vectorised summaries of a whole batch (used by attribute_dataset for each chunk) -------------------------------
+def _batch_state(stat: Stat, x: Tensor) -> bool:
+    """Set ``stat`` to its value over the examples of ``x`` (batch first); False if it cannot be vectorised."""
+    n = x.shape[0]
+    if type(stat) is Count:
+        stat.n = n
+    elif type(stat) in (Mean, MSE):
+        mean = (x if x.is_floating_point() else x.double()).mean(0)
+        if type(stat) is Mean:
+            stat.rolling_mean = mean
+        else:
+            stat.prev_mean = mean
+            stat.mse = ((x - mean) ** 2).sum(0) if n > 1 else None
+    elif type(stat) in (Var, StdDev):
+        pass  # computed from Count and MSE
+    elif isinstance(stat, GeneralAccumFn):
+        if stat.fn is torch.min:
+            stat.result = x.amin(0)
+        elif stat.fn is torch.max:
+            stat.result = x.amax(0)
+        elif stat.fn is torch.add:
+            stat.result = x.sum(0, dtype=x.dtype)
+        else:
+            result = x[0]
+            for row in x[1:]:
+                result = stat.fn(result, row)
+            stat.result = result
+    else:
+        return False
+    return True
+
+
+def _summarizer_of_batch(stats: List[Stat], xs: Tuple[Tensor, ...]) -> Summarizer:
+    """A :class:`Summarizer` holding the statistics of every example of ``xs`` (a tuple of batch-first tensors),
+    equal (to rounding) to one ``update`` per example, in a few vectorised reductions."""
+    summ = Summarizer(stats)
+    summ._is_inputs_tuple = True
+    for x in xs:
+        single = SummarizerSingleTensor(summ._copy_stats(), summ._summary_stats_indicies)
+        if not all(_batch_state(s, x) for s in single._stats):  # a custom statistic: one update per example
+            single = SummarizerSingleTensor(summ._copy_stats(), summ._summary_stats_indicies)
+            for row in x:
+                single.update(row)
+        summ._summarizers.append(single)
+    return summ
+
+
+def class_summarizer_of_batch(stats: List[Stat], xs: Tuple[Tensor, ...], labels=None) -> ClassSummarizer:
+    """A :class:`ClassSummarizer` of every example of ``xs``, overall and per label (None: overall only)."""
+    out = ClassSummarizer(stats)
+    overall = _summarizer_of_batch(stats, xs)
+    out._summarizers, out._is_inputs_tuple = overall._summarizers, True
+    if labels is not None:
+        keys = [_label_key(k) for k in (labels.tolist() if isinstance(labels, Tensor) else list(labels))]
+        for key in dict.fromkeys(keys):  # first-appearance order, as per-example updates would give
+            rows = torch.tensor([i for i, k in enumerate(keys) if k == key], device=xs[0].device)
+            out.summaries[key] = _summarizer_of_batch(stats, tuple(x.index_select(0, rows) for x in xs))
+    return out

@@ -166,3 +166,43 @@ def test_bad_input():
     with pytest.raises(TypeError, match="same statistics"):
         ak.Summarizer([ak.Mean()]).merge(ak.Summarizer([ak.Max()]))
     assert ak.Summarizer([ak.Mean()]).summary is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int32])
+@pytest.mark.parametrize("n", [1, 2, 9])
+def test_batch_summary_equals_one_update_per_example(dtype, n):
+    """attribute_dataset summarizes a chunk in a few vectorised reductions; same keys, dtypes and values."""
+    from attrkit.dataset.summarizer import class_summarizer_of_batch
+    stats = [ak.Mean(), ak.Var(order=1), ak.StdDev(order=1), ak.Max(), ak.Sum(), ak.Count(), ak.MSE(),
+             ak.Min(name="fold_min", min_fn=lambda a, b: torch.minimum(a, b))]  # a custom fn: folded row by row
+    xs = torch.stack(stream(n, dtype=dtype)), torch.stack(stream(n, shape=(2,), dtype=dtype, seed=5))
+    labels = torch.tensor([i % 3 for i in range(n)])
+    loop = ak.ClassSummarizer(stats)
+    loop.update(xs, labels)
+    batch = class_summarizer_of_batch(stats, xs, labels)
+    assert list(batch.class_summaries) == list(loop.class_summaries)
+    for got, want in [(batch.summary, loop.summary)] + [(batch.class_summaries[k], loop.class_summaries[k])
+                                                        for k in loop.class_summaries]:
+        for g, w in zip(got, want):
+            assert g.keys() == w.keys()
+            for k in w:
+                if torch.is_tensor(w[k]):
+                    assert g[k].dtype == w[k].dtype, k
+                    torch.testing.assert_close(g[k], w[k], rtol=1e-5, atol=1e-5)
+                else:
+                    assert g[k] == w[k]
+
+
+def test_summarizers_hold_no_reference_cycles():
+    """Their tensors are freed as soon as the summarizer is dropped, without waiting for the cyclic collector."""
+    import gc
+    import weakref
+    gc.disable()
+    try:
+        s = ak.ClassSummarizer(ak.CommonStats())
+        s.update(torch.randn(4, 3), [0, 1, 0, 1])
+        refs = [weakref.ref(s), weakref.ref(s._summarizers[0]), weakref.ref(s.summaries[0]._summarizers[0])]
+        del s
+        assert all(r() is None for r in refs)
+    finally:
+        gc.enable()
