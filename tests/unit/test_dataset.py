@@ -226,6 +226,34 @@ def test_resume_after_a_crash_gives_an_identical_store(tmp_path, monkeypatch, me
 _run = stream._run_chunk
 
 
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_an_identical_store(tmp_path):
+    """A real crash: the process is killed (SIGKILL) after a few chunks, then the same call resumes."""
+    import time
+    whole = worker.run(tmp_path / "whole.zarr", 40, 4, "kernelshap")
+    store = tmp_path / "killed.zarr"
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))]
+                                          + os.environ.get("PYTHONPATH", "").split(os.pathsep)))
+    proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "_torchrun_worker.py"),
+                             str(store), "40", "4", "kernelshap", "0.4"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = store / "_done"
+            if done.is_dir() and len([f for f in os.listdir(done) if f.endswith(".json")]) >= 3:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run finished (or failed) before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        proc.kill()
+    finally:
+        proc.wait(timeout=60)
+    half = DatasetAttribution(store)
+    assert 3 <= len(half.completed_chunks) < 10 and not half.complete
+    assert_same_store(whole, worker.run(store, 40, 4, "kernelshap"))
+
+
 @pytest.mark.parametrize("world", [2, 3, 5])
 def test_any_number_of_ranks_gives_the_single_process_store(tmp_path, monkeypatch, world):
     """Ranks simulated one after another in this process; the summaries are merged once all are done."""
