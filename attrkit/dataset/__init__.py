@@ -1,6 +1,6 @@
 """From one prediction to a whole dataset: summarizers, DataLoaderAttribution and ``attribute_dataset``."""
-from .summarizer import (ClassSummarizer, CommonStats, Count, Max, Mean, Min, MSE, Stat, StatValue, StdDev, Sum,
-                         Summarizer, SummarizerSingleTensor, Var)
+from .stat import MSE, CommonStats, Count, Max, Mean, Min, Stat, StatValue, StdDev, Sum, Var
+from .summarizer import ClassSummarizer, Summarizer, SummarizerSingleTensor
 from .dataloader_attr import DataLoaderAttribution, InputRole
 from .store import DatasetAttribution, open_store
 from .stream import attribute_dataset, init_distributed
