@@ -37,11 +37,13 @@ FORMAT_VERSION = 1
 def init_distributed(backend: Optional[str] = None):
     """Join the process group ``torchrun`` describes (if any) and return ``(rank, world_size, device)``.
 
-    ``nccl`` and ``cuda:LOCAL_RANK`` when CUDA is available, else ``gloo`` and the CPU. Without ``torchrun``
-    (no ``WORLD_SIZE`` in the environment) this returns ``(0, 1, device)`` and starts nothing.
+    ``nccl`` and ``cuda:LOCAL_RANK`` when CUDA is available (and ``backend`` is not ``"gloo"``), else ``gloo`` and
+    the CPU. Without ``torchrun`` (no ``WORLD_SIZE`` in the environment) this returns ``(0, 1, device)`` and starts
+    nothing. If you create the process group yourself, set each rank's CUDA device before calling
+    :func:`attribute_dataset` (it moves inputs to the device of the model's parameters).
     """
     import torch.distributed as dist
-    cuda = torch.cuda.is_available()
+    cuda = torch.cuda.is_available() and backend != "gloo"
     local = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
     if cuda:
@@ -362,7 +364,9 @@ def _compute(batch, attribution, kwargs, input_roles, target, device, seed, chun
         out = attribution.forward_func(*attr_in, *extra)
     preds = out.argmax(-1) if out.dim() >= 2 else out
     targets = _resolve_target(target, _move(labels, device), preds, attr_in[0].shape[0])
-    devices = [device.index] if device is not None and device.type == "cuda" else []
+    devices = []
+    if device is not None and device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed + chunk)
         result = attribution.attribute(attr_in if inputs_tuple else attr_in[0], target=targets,
