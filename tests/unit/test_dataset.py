@@ -377,3 +377,14 @@ def test_peak_memory_does_not_grow_with_the_number_of_examples():
     extra = runs[4000]["in_ram_mib"] - runs[1000]["in_ram_mib"]
     print(f"resident memory growth during the run: {growth} MiB; 3,000 more attributions are {extra:.0f} MiB")
     assert growth[4000] - growth[1000] < 0.3 * extra
+
+
+def test_layer_methods_store_the_layer_shaped_attributions(tmp_path):
+    from attrkit.testing import SmallCNN
+    model = SmallCNN()
+    data = TensorDataset(torch.randn(7, 1, 8, 8), torch.randint(0, 3, (7,)))
+    res = ak.attribute_dataset(ak.LayerGradCam(model, model.conv2), data, tmp_path / "g.zarr", chunk_size=3,
+                               show_progress=False)
+    direct = ak.LayerGradCam(model, model.conv2).attribute(data.tensors[0], target=data.tensors[1])
+    assert res.attributions.shape == (7, 1, 3, 3) and res.summary["mean"].shape == (1, 3, 3)
+    np.testing.assert_allclose(res.attributions[:], direct.detach().numpy(), atol=1e-6)
