@@ -17,6 +17,8 @@ from .layer import (GuidedGradCam, InternalInfluence, LayerActivation, LayerCond
 from .neuron import (NeuronConductance, NeuronDeconvolution, NeuronDeepLift, NeuronDeepLiftShap,
                      NeuronFeatureAblation, NeuronGradient, NeuronGradientShap, NeuronGuidedBackprop,
                      NeuronIntegratedGradients)
+from .dataset import (ClassSummarizer, CommonStats, Count, DataLoaderAttribution, Max, Mean, Min, MSE, StatValue,
+                      StdDev, Sum, Summarizer, SummarizerSingleTensor, Var, attribute_dataset)
 
 __version__ = "0.1.0"
 
@@ -32,4 +34,6 @@ __all__ = [
     "LayerDeepLift", "LayerDeepLiftShap", "LayerFeatureAblation", "LayerFeaturePermutation",
     "NeuronGradient", "NeuronIntegratedGradients", "NeuronConductance", "NeuronGradientShap",
     "NeuronDeepLift", "NeuronDeepLiftShap", "NeuronGuidedBackprop", "NeuronDeconvolution", "NeuronFeatureAblation",
+    "DataLoaderAttribution", "Summarizer", "SummarizerSingleTensor", "ClassSummarizer", "CommonStats",
+    "Mean", "Var", "StdDev", "Min", "Max", "Sum", "MSE", "Count", "attribute_dataset",
 ]
