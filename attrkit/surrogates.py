@@ -138,8 +138,10 @@ def fit_surrogate(model, X: Tensor, y: Tensor, w: Tensor) -> Tensor:
     """Coefficients ``(B, features)``: batched for attrkit's surrogates; otherwise one fit per problem, in
     float32 at least: Captum's interface (``fit(DataLoader)``, ``representation()``) or a scikit-learn-style
     estimator (``fit(X, y, sample_weight=w)`` on numpy arrays, then ``coef_``)."""
+    # coefficients in the outputs' floating dtype (a model with integer outputs still has fractional ones)
+    out_dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
     if hasattr(model, "solve"):
-        return model.solve(X, y, w).to(y.dtype)
+        return model.solve(X, y, w).to(out_dtype)
     fit_dtype = torch.promote_types(y.dtype, torch.float32)
     X, y32, w = X.to(fit_dtype), y.to(fit_dtype), _finite_weights(w.to(fit_dtype))
     coefs = []
@@ -150,13 +152,12 @@ def fit_surrogate(model, X: Tensor, y: Tensor, w: Tensor) -> Tensor:
         else:
             model.fit(DataLoader(TensorDataset(Xb, yb, wb), batch_size=len(yb)))
             coef = model.representation()
-        coefs.append(torch.as_tensor(coef).reshape(-1).to(device=y.device, dtype=y.dtype))
+        coefs.append(torch.as_tensor(coef).reshape(-1).to(device=y.device, dtype=out_dtype))
     return torch.stack(coefs)
 
 
 def _sklearn_style(model) -> bool:
     """A scikit-learn-style estimator: no ``representation()``, a ``fit`` that takes ``sample_weight``."""
-
     if hasattr(model, "representation"):
         return False
     try:

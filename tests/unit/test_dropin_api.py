@@ -108,15 +108,35 @@ def test_grad_kwargs_on_layer_methods(name, kwargs):
 @phase2("neuron.py::NeuronConductance: add grad_kwargs=None and pass it to torch.autograd.grad")
 def test_grad_kwargs_on_neuron_conductance():
     model = _mlp()
-    kwargs = dict(neuron_selector=2, target=1, n_steps=8, grad_kwargs={"retain_graph": True})
+    # gausslegendre: the same weights in both (attrkit's riemann_trapezoid, NeuronConductance's default, departs)
+    kwargs = dict(neuron_selector=2, target=1, n_steps=8, method="gausslegendre", grad_kwargs={"retain_graph": True})
     expected = C.NeuronConductance(model, model[0]).attribute(X, **kwargs)
     got = A.NeuronConductance(model, model[0]).attribute(X, **kwargs)
-    # attrkit's trapezoid-free default (gausslegendre) equals Captum's; only riemann_trapezoid departs
     _close(got, expected)
 
 
+# ------------------------------------------------------------------ deliberate departures, pinned
+@pytest.mark.parametrize("n_steps", [5, 10])
+def test_trapezoid_weights_sum_to_one_so_results_are_captums_times_n_over_n_minus_1(n_steps):
+    model = _mlp()
+    kwargs = dict(target=1, n_steps=n_steps, method="riemann_trapezoid")
+    ratio = n_steps / (n_steps - 1)
+    _close(A.IntegratedGradients(model).attribute(X, **kwargs),
+           C.IntegratedGradients(model).attribute(X, **kwargs) * ratio)
+    # NeuronConductance's default method is the trapezoid rule in both libraries
+    _close(A.NeuronConductance(model, model[0]).attribute(X, 2, target=1, n_steps=n_steps),
+           C.NeuronConductance(model, model[0]).attribute(X, 2, target=1, n_steps=n_steps) * ratio)
+
+
+@phase2("neuron.py::NeuronConductance docstring says 'trapezoid rule by default, as Captum' while the result is "
+        "Captum's times n/(n-1) (weights summing to 1, design.md section 3); say so in the docstring")
+def test_neuron_conductance_docstring_states_the_trapezoid_departure():
+    doc = A.NeuronConductance.__doc__
+    assert "n/(n-1)" in doc.replace(" ", "").replace("\\", "") or "n / (n - 1)" in doc
+
+
 # ------------------------------------------------------------------ Occlusion: one int for several inputs
-@phase2("perturbation.py::Occlusion.attribute (window/stride formatting): accept one int for "
+@phase2("perturbation.py::_window_shapes / _strides: accept one int for "
         "sliding_window_shapes and strides with tuple inputs, meaning that size along every dimension of every "
         "input (Captum fails here too: 'Strides must be provided for each input tensor')")
 def test_occlusion_one_int_window_and_stride_for_several_inputs():
@@ -142,9 +162,9 @@ def test_occlusion_window_tuple_per_input_matches_captum():  # the spelled-out f
 
 
 # ------------------------------------------------------------------ integer inputs, float baselines
-@phase2("perturbation.py (FeatureAblation/Occlusion ablated-input construction, via _batching): the float "
-        "baseline 0.5 is cast to the integer input dtype (becomes 0); build the ablated input in "
-        "torch.result_type(x, baseline), as Captum does")
+@phase2("_plumbing.py::_broadcast_baseline: torch.full_like(x, 0.5) on an integer x gives 0 (and tensor "
+        "baselines keep their dtype only by luck); use dtype=torch.result_type(x, b), then perturbation.py::_replace's "
+        "torch.where promotes the ablated input to float, as in Captum")
 @pytest.mark.parametrize("name,kwargs", [("FeatureAblation", {}), ("Occlusion", {"sliding_window_shapes": (1,)})])
 def test_integer_inputs_with_float_baselines(name, kwargs):
     lin = _linear()
@@ -203,9 +223,9 @@ def test_int_scalar_output_feature_ablation_matches_captum():
     _close(A.FeatureAblation(model).attribute(X), expected)
 
 
-@phase2("shapley.py (_Game.play / spread) and _batching.py: an int scalar output keeps dtype int64, so "
-        "averaged marginal contributions truncate to 0 (ShapleyValues) or mean() fails (ShapleyValueSampling); "
-        "accumulate in floating point (torch.result_type(out, 1.0))")
+@phase2("shapley.py::_Game.play returns the model's int64 outputs as they are, so ShapleyValueSampling's "
+        "steps.mean(0) fails and ShapleyValues' weighted sum truncates to 0; cast `empty, values` there to "
+        "torch.promote_types(dtype, torch.get_default_dtype()) before differencing")
 @pytest.mark.parametrize("name", ["ShapleyValues", "ShapleyValueSampling"])
 def test_int_scalar_output_shapley_matches_captum(name):
     model = _scalar_model("int")
@@ -215,9 +235,11 @@ def test_int_scalar_output_shapley_matches_captum(name):
     _close(getattr(A, name)(model).attribute(X), expected)
 
 
-@phase2("shapley.py::Lime._fit_all: y = int outputs, then fit_surrogate(...).to(y.dtype) truncates the "
-        "coefficients to int64 zeros; fit and return in floating point")
-@pytest.mark.parametrize("name", ["Lime", "KernelShap"])
+@pytest.mark.parametrize("name", [pytest.param("Lime", marks=phase2(
+    "shapley.py::Lime._fit_all: `weights.to(y.dtype)` (and `samples.to(y.dtype)`) cast the exp-kernel weights to "
+    "int64 when the model returns ints, so they truncate to 0/1; keep them in float (surrogates.fit_surrogate "
+    "now returns float coefficients, which fixed KernelShap, whose weights 1 and 1e6 survive the cast)")),
+    "KernelShap"])
 def test_int_scalar_output_lime_equals_its_float_version(name):
     as_int, lin = _scalar_model("int"), _linear()
     as_float = lambda t: float(int(lin(t)[:, 0].sum().round()))  # noqa: E731 - the same numbers, as floats

@@ -92,15 +92,17 @@ def _bytes():
                                           dtype=torch.uint8)
 
 
-@phase2("gradient.py::IntegratedGradients (and _plumbing's path scaling): interpolate in float "
-        "(torch.result_type(x, 0.5)), differentiate the float path points")
+@phase2("_plumbing.py::path_points builds the alphas in x.dtype (uint8), and _plumbing.py::gradients then calls "
+        "requires_grad_() on integer points (bare RuntimeError); interpolate in "
+        "torch.promote_types(x.dtype, torch.get_default_dtype()) and differentiate those float points")
 def test_integrated_gradients_uint8_matches_captum():
     model, x = _bytes()
     expected = C.IntegratedGradients(model).attribute(x, target=1, n_steps=20)
     _close(IntegratedGradients(model).attribute(x, target=1, n_steps=20), expected.float())
 
 
-@phase2("gradient.py::GradientShap: draw the path points in float, not in the input's integer dtype")
+@phase2("gradient.py::_rows casts the random alphas to the input's dtype (uint8 -> 0) and InputBaselineXGradient "
+        "differentiates the integer points (_plumbing.py::gradients, bare RuntimeError); build points in float")
 def test_gradient_shap_uint8_equals_float_input():
     model, x = _bytes()
     base = torch.zeros(3, 1, 4, 4, dtype=torch.uint8)
@@ -111,8 +113,8 @@ def test_gradient_shap_uint8_equals_float_input():
     _close(got.float(), expected)
 
 
-@phase2("layer.py::LayerConductance / _layer.py path scaling: step sizes are cast to the input's integer "
-        "dtype (all zeros); build alphas and the interpolation in float")
+@phase2("_plumbing.py::path_points (used by gradient.py::path_steps, which layer.py::LayerConductance walks): "
+        "alphas cast to uint8 are all 0 but the last, so every step difference is 0; interpolate in float")
 def test_layer_conductance_uint8_matches_captum():
     model, x = _bytes()
     expected = C.LayerConductance(model, model.conv).attribute(x, target=1, n_steps=20)
@@ -121,15 +123,16 @@ def test_layer_conductance_uint8_matches_captum():
     _close(got, expected)
 
 
-@phase2("layer.py::InternalInfluence: the alphas are cast to uint8 (only the baseline's gradient is used); "
-        "interpolate in float")
+@phase2("_plumbing.py::path_points via gradient.py::path_integral in layer.py::InternalInfluence: the alphas "
+        "are cast to uint8, so every step evaluates the baseline's gradient; interpolate in float")
 def test_internal_influence_uint8_equals_float_input():
     model, x = _bytes()
     expected = InternalInfluence(model, model.conv).attribute(x.float(), target=1, n_steps=20)
     _close(InternalInfluence(model, model.conv).attribute(x, target=1, n_steps=20), expected)
 
 
-@phase2("layer.py::LayerGradientShap: the random alphas are cast to the integer input dtype; draw in float")
+@phase2("layer.py::_LayerInputBaselineXGradient (one LayerGradientShap sample) via gradient.py::_rows: the "
+        "random alphas are cast to the integer input dtype (0), so only the baseline's gradient is used")
 def test_layer_gradient_shap_uint8_equals_float_input():
     model, x = _bytes()
     base = torch.zeros(3, 1, 4, 4, dtype=torch.uint8)
@@ -140,7 +143,8 @@ def test_layer_gradient_shap_uint8_equals_float_input():
     _close(got, expected)
 
 
-@phase2("neuron.py::NeuronIntegratedGradients (via gradient.py's path): interpolate in float")
+@phase2("neuron.py::NeuronIntegratedGradients -> gradient.py::IntegratedGradients -> _plumbing.py::path_points "
+        "and _plumbing.py::gradients (requires_grad_ on uint8): interpolate in float")
 def test_neuron_integrated_gradients_uint8_matches_captum():
     model, x = _bytes()
     expected = C.NeuronIntegratedGradients(model, model.conv).attribute(x, (1, 2, 2), n_steps=20)
@@ -159,8 +163,9 @@ class _Tokens(nn.Module):
         return self.fc(self.emb(ids).mean(1))
 
 
-@phase2("gradient.py / _plumbing.py: an integer input that reaches nn.Embedding cannot be differentiated; "
-        "raise TypeError naming `inputs` and pointing to LayerIntegratedGradients on the embedding")
+@phase2("_plumbing.py::gradients: requires_grad_() on integer token ids raises a bare RuntimeError; for an "
+        "integer input whose float path cannot be fed to the model (an nn.Embedding), raise TypeError naming "
+        "`inputs` and pointing to LayerIntegratedGradients(model, model.<embedding>)")
 def test_token_ids_to_integrated_gradients_point_to_the_layer_form():
     model, ids = _Tokens(), torch.tensor([[1, 2, 3]])
     with pytest.raises((TypeError, ValueError), match="LayerIntegratedGradients"):
@@ -175,8 +180,9 @@ def test_token_ids_work_with_layer_integrated_gradients():  # the way the error 
 
 
 # ------------------------------------------------------------------ 3. DeepLift in float16
-@phase2("deeplift.py (the max-pool and nonlinearity rules): eps=1e-10 rounds to 0 in float16; use a "
-        "dtype-aware epsilon such as torch.finfo(dtype).tiny or eps * finfo.eps scaling")
+@phase2("deeplift.py::MaxPool rule .backward and Rescale.forward: `dx.abs() < self.eps` with eps=1e-10 "
+        "compares in float16, where 1e-10 is 0, so no position counts as flat and routed / dx divides by 0; use "
+        "eps = max(self.eps, torch.finfo(dx.dtype).eps * scale) (a dtype-aware threshold)")
 def test_deeplift_float16_is_finite_and_close_to_float32():
     model, x = SmallCNN().eval(), torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     expected = DeepLift(model).attribute(x, target=0)
@@ -304,16 +310,17 @@ def test_pixel_flipping_one_logit_logit_score_is_the_raw_output():
 
 
 # ------------------------------------------------------------------ 7. smaller defects
-@phase2("_plumbing.py (input formatting, run by every method): an empty batch gives a bare IndexError or "
-        "RuntimeError; raise ValueError naming `inputs` (gradient methods) / return an empty result")
+@phase2("_plumbing.py::per_example indexes objective[0] of an empty batch (bare IndexError); check in "
+        "_plumbing.py::as_tuple: ValueError('`inputs` has an empty batch (0 examples)')")
 @pytest.mark.parametrize("method", [Saliency, IntegratedGradients])
 def test_empty_batch_gradient_methods_give_a_clear_error(method):
     with pytest.raises(ValueError, match="inputs"):
         method(_linear()).attribute(torch.zeros(0, 4), target=0)
 
 
-@phase2("perturbation.py / _batching.py: an empty batch fails with `shape '[1, 3]' is invalid`; Captum "
-        "returns an empty attribution shaped like the input")
+@phase2("_batching.py::format_feature_mask numbers the default features with x[0:1].numel() (0 for an empty "
+        "batch), then reshape fails (`shape '[1, 4]' is invalid`); use prod(x.shape[1:]) and return "
+        "torch.zeros_like(x) early for 0 examples, as Captum does")
 def test_empty_batch_feature_ablation_gives_an_empty_result_like_captum():
     model = _linear()
     expected = C.FeatureAblation(model).attribute(torch.zeros(0, 4), target=0)
@@ -341,8 +348,9 @@ class _LSTMNet(nn.Module):
         return self.fc(out[:, -1])
 
 
-@phase2("_hooks.py layer capture / _layer.py: a layer output that is a nested tuple ((out, (h, c)) of "
-        "nn.LSTM) is reported as bad `inputs`; name the layer and say its output is a nested tuple")
+@phase2("_hooks.py::_as_items accepts any tuple, so nn.LSTM's (out, (h, c)) reaches _layer.py::LayerSpace and "
+        "then _plumbing.py::as_tuple, whose error names `inputs`; check there that every entry is a tensor and "
+        "raise TypeError naming the layer ('layer `lstm` (LSTM) returns a nested tuple ...')")
 def test_nested_tuple_layer_output_error_names_the_layer():
     model = _LSTMNet()
     with pytest.raises((TypeError, ValueError), match="layer") as info:
@@ -350,8 +358,9 @@ def test_nested_tuple_layer_output_error_names_the_layer():
     assert "`inputs`" not in str(info.value)
 
 
-@phase2("deeplift.py (the function-hook warning): nn.AdaptiveMaxPool2d IS a module; the warning should name "
-        "the module and not call it 'a function, not a module'")
+@phase2("backprop.py::functional_calls_warned / _FunctionalCallsSeen: AdaptiveMaxPool2d has no DeepLift rule, "
+        "so its F.adaptive_max_pool2d call is reported as 'a function, not a module'; when the caller is an "
+        "unhooked module, say that module type has no rule (or give AdaptiveMaxPool a max-pool rule in deeplift.py)")
 def test_deeplift_adaptive_max_pool_warning_names_the_module():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveMaxPool2d(2), nn.Flatten(), nn.Linear(8, 2))
@@ -362,8 +371,8 @@ def test_deeplift_adaptive_max_pool_warning_names_the_module():
     assert not any("is a function, not a module" in m for m in messages), messages
 
 
-@phase2("_batching.py::reference_output / evaluate_perturbations: a RuntimeError in the first pass is caught "
-        "and the forward run again; let it propagate from the first call")
+@phase2("_batching.py::without_grad catches every RuntimeError under inference_mode and runs the forward again "
+        "under no_grad; retry only for inference-mode errors ('Inference tensors' in the message), re-raise others")
 def test_runtime_error_in_first_perturbation_pass_propagates_at_once():
     calls = []
 
