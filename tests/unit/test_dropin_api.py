@@ -358,6 +358,27 @@ def test_layer_gradient_shap_several_inputs_closed_form(to_input):
     _close(got, closed)
 
 
+@phase2("layer.py::LayerGradientShap has no _accepts_layer_list (clear TypeError today; Captum fails with "
+        "'unsupported operand ... tuple'); accept a list: draw baselines/noise/alphas once and give each layer the "
+        "attribution a single-layer call with those draws gives, returned as a list in the layers' order")
+def test_layer_gradient_shap_several_layers_equals_one_call_per_layer():
+    model, base = _mlp(), torch.rand(3, 4, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(0)
+    got = A.LayerGradientShap(model, [model[0], model[2]]).attribute(X, base, target=1, n_samples=4)
+    assert isinstance(got, list) and len(got) == 2
+    for layer, g in zip((model[0], model[2]), got):
+        torch.manual_seed(0)
+        _close(g, A.LayerGradientShap(model, layer).attribute(X, base, target=1, n_samples=4))
+
+
+def test_layer_gradient_shap_several_layers_error_names_layer_today_or_works():
+    model = _mlp()
+    try:
+        A.LayerGradientShap(model, [model[0], model[2]])
+    except TypeError as error:  # until phase 2: a clear error that names the argument
+        assert "`layer`" in str(error)
+
+
 # ------------------------------------------------------------------ LRP: a module used twice, an addition module
 class _Twice(nn.Module):
     def __init__(self):

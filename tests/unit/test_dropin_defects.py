@@ -65,11 +65,14 @@ def test_lime_kernelshap_accept_channel_broadcast_masks(method, shape):
     _close(got, expected)
 
 
-def test_feature_ablation_accepts_the_same_masks():  # the reference behaviour defect 1 asks for
+@pytest.mark.parametrize("method", [FeatureAblation, ShapleyValueSampling])
+def test_ablation_and_shapley_accept_the_same_masks(method):  # the reference behaviour defect 1 asks for
     model, x = _rgb_cnn(), torch.rand(2, 3, 4, 4)
-    expected = FeatureAblation(model).attribute(x, target=0, feature_mask=_GRID.expand(2, 3, 4, 4))
-    for mask in (_GRID.reshape(1, 1, 4, 4), _GRID.reshape(1, 4, 4), _GRID):
-        _close(FeatureAblation(model).attribute(x, target=0, feature_mask=mask), expected)
+    torch.manual_seed(0)
+    expected = method(model).attribute(x, target=0, feature_mask=_GRID.expand(2, 3, 4, 4))
+    for mask in (_GRID.reshape(1, 1, 4, 4), _GRID.reshape(1, 4, 4), _GRID, _GRID.expand(2, 1, 4, 4)):
+        torch.manual_seed(0)
+        _close(method(model).attribute(x, target=0, feature_mask=mask), expected)
 
 
 # ------------------------------------------------------------------ 2. integer (uint8) inputs to path methods
@@ -276,6 +279,19 @@ def test_kernel_shap_float16_on_a_linear_model():
     assert got.dtype == torch.float16 and torch.isfinite(got).all()
     torch.testing.assert_close(got.float(), (x.half().float() * model.weight[1].detach().float()),
                                rtol=2e-2, atol=2e-2)
+
+
+def test_surrogate_counts_an_infinite_weight_as_a_hard_constraint():
+    # KernelShap's 1e6 weight overflows float16 to inf; the fit treats inf as 1e6 x the largest finite weight
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.rand(1, 12, 3, generator=g), torch.rand(1, 12, generator=g)
+    w = torch.ones(1, 12)
+    w[0, :2] = float("inf")
+    big = w.clone()
+    big[0, :2] = 1e6
+    got = LinearRegression().solve(X, y, w)
+    assert torch.isfinite(got).all()
+    _close(got, LinearRegression().solve(X, y, big))
 
 
 def test_lime_float16_on_a_linear_model():
