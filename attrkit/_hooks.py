@@ -22,7 +22,7 @@ from typing import Callable, ContextManager, Iterator
 import torch
 from torch import Tensor, nn
 
-from ._plumbing import batch_size_of, per_example, run_forward
+from ._plumbing import batch_size_of, per_example, require_examples, run_forward
 
 
 # --------------------------------------------------------------------------- handles and state
@@ -159,7 +159,7 @@ def layer_values(
 
 def layer_gradients(
     forward_func: Callable, layer, inputs: tuple, target=None, args: tuple = (), attribute_to_input: bool = False,
-    rules: ContextManager | None = None, retain_graph: bool = False,
+    rules: ContextManager | None = None, retain_graph: bool = False, grad_kwargs: dict | None = None,
 ):
     """Gradient of each example's selected output with respect to a layer's output (or input), and the
     layer's values, from one forward pass.
@@ -172,7 +172,9 @@ def layer_gradients(
     By default the inputs are detached first (the caller's tensors and flags are never touched) and the
     values come back detached. With ``retain_graph=True`` the inputs are used as given and the values keep
     their graph, so the caller can differentiate further (with respect to inputs that require a gradient).
+    ``grad_kwargs`` go to ``torch.autograd.grad``.
     """
+    require_examples(inputs)
     several = isinstance(layer, (list, tuple))
     layers = list(layer) if several else [layer]
     if not retain_graph:
@@ -184,7 +186,9 @@ def layer_gradients(
         out = per_example(run_forward(forward_func, inputs, target, args), batch_size_of(inputs))
         values = [tuple(v for v in record.single() if isinstance(v, Tensor)) for record in records]
         wrt = [v for vs in values for v in vs if v.requires_grad]
-        found = torch.autograd.grad(out.sum(), wrt, retain_graph=retain_graph, allow_unused=True) if wrt else ()
+        options = {"allow_unused": True, **(grad_kwargs or {})}
+        options["retain_graph"] = retain_graph or options.get("retain_graph", False)
+        found = torch.autograd.grad(out.sum(), wrt, **options) if wrt else ()
     by_id = dict(zip(map(id, wrt), found))
     grads = [tuple(_or_zeros(by_id.get(id(v)), v) for v in vs) for vs in values]
     if not retain_graph:

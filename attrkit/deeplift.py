@@ -223,7 +223,7 @@ def multipliers(model: nn.Module, forward_func: Callable, inputs: tuple, baselin
 
 def layer_multipliers(model: nn.Module, forward_func: Callable, layer: nn.Module, inputs: tuple,
                       baselines: tuple, target=None, args: tuple = (), eps: float = 1e-10,
-                      attribute_to_input: bool = False, rules: dict | None = None):
+                      attribute_to_input: bool = False, rules: dict | None = None, grad_kwargs: dict | None = None):
     """DeepLift multipliers with respect to ``layer``'s output (or input) and the layer's values.
 
     Returns ``(multipliers, values for the inputs, values for the baselines)``, a
@@ -234,7 +234,7 @@ def layer_multipliers(model: nn.Module, forward_func: Callable, layer: nn.Module
     n = plumbing.batch_size_of(inputs)
     paired = _on_inputs_and_baselines(forward_func, baselines, n)
     grads, values = layer_gradients(paired, layer, inputs, target, args, attribute_to_input,
-                                    rules=deeplift_rules(rules, eps).applied(model))
+                                    rules=deeplift_rules(rules, eps).applied(model), grad_kwargs=grad_kwargs)
     return tuple(g[:n] for g in grads), tuple(v[:n] for v in values), tuple(v[n:] for v in values)
 
 

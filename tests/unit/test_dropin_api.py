@@ -66,9 +66,6 @@ def test_attribute_future_matches_captum(name):
     _close(future.wait(), expected)
 
 
-@phase2("base.py (Attribution): attribute_future(*args, **kwargs) raising NotImplementedError for every "
-        "method Captum does not support it on (Captum's take no arguments, so they fail with TypeError when "
-        "called with any; attrkit should raise NotImplementedError with the method's name either way)")
 @pytest.mark.parametrize("name", ["Occlusion", "Lime", "KernelShap", "Saliency", "IntegratedGradients", "DeepLift",
                                   "GradientShap", "InputXGradient", "GuidedBackprop", "LRP", "NoiseTunnel"])
 def test_attribute_future_not_implemented_where_captum_has_none(name):
@@ -91,8 +88,6 @@ _GRAD_KWARGS_LAYER = [
 ]
 
 
-@phase2("layer.py / layer_deeplift.py: add grad_kwargs=None to these attribute() signatures and pass it on "
-        "to torch.autograd.grad (one place: the gradient helper in _plumbing.py)")
 @pytest.mark.parametrize("name,kwargs", _GRAD_KWARGS_LAYER, ids=[n for n, _ in _GRAD_KWARGS_LAYER])
 def test_grad_kwargs_on_layer_methods(name, kwargs):
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
@@ -105,7 +100,6 @@ def test_grad_kwargs_on_layer_methods(name, kwargs):
     _close(got, expected)
 
 
-@phase2("neuron.py::NeuronConductance: add grad_kwargs=None and pass it to torch.autograd.grad")
 def test_grad_kwargs_on_neuron_conductance():
     model = _mlp()
     # gausslegendre: the same weights in both (attrkit's riemann_trapezoid, NeuronConductance's default, departs)
@@ -128,8 +122,6 @@ def test_trapezoid_weights_sum_to_one_so_results_are_captums_times_n_over_n_minu
            C.NeuronConductance(model, model[0]).attribute(X, 2, target=1, n_steps=n_steps) * ratio)
 
 
-@phase2("neuron.py::NeuronConductance docstring says 'trapezoid rule by default, as Captum' while the result is "
-        "Captum's times n/(n-1) (weights summing to 1, design.md section 3); say so in the docstring")
 def test_neuron_conductance_docstring_states_the_trapezoid_departure():
     doc = A.NeuronConductance.__doc__
     assert "n/(n-1)" in doc.replace(" ", "").replace("\\", "") or "n / (n - 1)" in doc
@@ -162,9 +154,6 @@ def test_occlusion_window_tuple_per_input_matches_captum():  # the spelled-out f
 
 
 # ------------------------------------------------------------------ integer inputs, float baselines
-@phase2("_plumbing.py::_broadcast_baseline: torch.full_like(x, 0.5) on an integer x gives 0 (and tensor "
-        "baselines keep their dtype only by luck); use dtype=torch.result_type(x, b), then perturbation.py::_replace's "
-        "torch.where promotes the ablated input to float, as in Captum")
 @pytest.mark.parametrize("name,kwargs", [("FeatureAblation", {}), ("Occlusion", {"sliding_window_shapes": (1,)})])
 def test_integer_inputs_with_float_baselines(name, kwargs):
     lin = _linear()
@@ -289,10 +278,7 @@ def test_lime_kernelshap_one_target_per_example(name, target):
 
 
 # ------------------------------------------------------------------ baselines given as a function
-_NOARG = pytest.param(False, id="no-arg", marks=phase2(
-    "_plumbing.py::format_baselines (line ~103, the callable branch): it always calls baselines(inputs); "
-    "call baselines() when the function takes no parameter (inspect.signature), as Captum's "
-    "_format_callable_baseline does"))
+_NOARG = pytest.param(False, id="no-arg")
 
 
 @pytest.mark.parametrize("with_inputs", [_NOARG, pytest.param(True, id="inputs-arg")])
@@ -358,9 +344,6 @@ def test_layer_gradient_shap_several_inputs_closed_form(to_input):
     _close(got, closed)
 
 
-@phase2("layer.py::LayerGradientShap has no _accepts_layer_list (clear TypeError today; Captum fails with "
-        "'unsupported operand ... tuple'); accept a list: draw baselines/noise/alphas once and give each layer the "
-        "attribution a single-layer call with those draws gives, returned as a list in the layers' order")
 def test_layer_gradient_shap_several_layers_equals_one_call_per_layer():
     model, base = _mlp(), torch.rand(3, 4, generator=torch.Generator().manual_seed(5))
     torch.manual_seed(0)
@@ -542,16 +525,15 @@ def test_format_word_importances_like_captum():
 
 
 # ------------------------------------------------------------------ neuron_index= (deprecated alias)
-@phase2("neuron.py (NeuronAttribution.attribute of every Neuron* class, or base.py::NeuronAttribution): accept "
-        "neuron_index= as an alias of neuron_selector= with a DeprecationWarning naming both")
 @pytest.mark.parametrize("name", ["NeuronGradient", "NeuronIntegratedGradients", "NeuronConductance",
                                   "NeuronGuidedBackprop", "NeuronDeepLift"])
 def test_neuron_index_is_a_deprecated_alias(name):
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
     method = getattr(A, name)(model, model[0])
-    expected = method.attribute(X, neuron_selector=2)
+    kwargs = {"target": 1} if name == "NeuronConductance" else {}  # it explains a target through the neuron
+    expected = method.attribute(X, neuron_selector=2, **kwargs)
     with pytest.warns(DeprecationWarning, match="neuron_selector"):
-        got = method.attribute(X, neuron_index=2)
+        got = method.attribute(X, neuron_index=2, **kwargs)
     _close(got, expected)
 
 

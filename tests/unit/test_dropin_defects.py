@@ -95,17 +95,12 @@ def _bytes():
                                           dtype=torch.uint8)
 
 
-@phase2("_plumbing.py::path_points builds the alphas in x.dtype (uint8), and _plumbing.py::gradients then calls "
-        "requires_grad_() on integer points (bare RuntimeError); interpolate in "
-        "torch.promote_types(x.dtype, torch.get_default_dtype()) and differentiate those float points")
 def test_integrated_gradients_uint8_matches_captum():
     model, x = _bytes()
     expected = C.IntegratedGradients(model).attribute(x, target=1, n_steps=20)
     _close(IntegratedGradients(model).attribute(x, target=1, n_steps=20), expected.float())
 
 
-@phase2("gradient.py::_rows casts the random alphas to the input's dtype (uint8 -> 0) and InputBaselineXGradient "
-        "differentiates the integer points (_plumbing.py::gradients, bare RuntimeError); build points in float")
 def test_gradient_shap_uint8_equals_float_input():
     model, x = _bytes()
     base = torch.zeros(3, 1, 4, 4, dtype=torch.uint8)
@@ -116,8 +111,6 @@ def test_gradient_shap_uint8_equals_float_input():
     _close(got.float(), expected)
 
 
-@phase2("_plumbing.py::path_points (used by gradient.py::path_steps, which layer.py::LayerConductance walks): "
-        "alphas cast to uint8 are all 0 but the last, so every step difference is 0; interpolate in float")
 def test_layer_conductance_uint8_matches_captum():
     model, x = _bytes()
     expected = C.LayerConductance(model, model.conv).attribute(x, target=1, n_steps=20)
@@ -126,16 +119,12 @@ def test_layer_conductance_uint8_matches_captum():
     _close(got, expected)
 
 
-@phase2("_plumbing.py::path_points via gradient.py::path_integral in layer.py::InternalInfluence: the alphas "
-        "are cast to uint8, so every step evaluates the baseline's gradient; interpolate in float")
 def test_internal_influence_uint8_equals_float_input():
     model, x = _bytes()
     expected = InternalInfluence(model, model.conv).attribute(x.float(), target=1, n_steps=20)
     _close(InternalInfluence(model, model.conv).attribute(x, target=1, n_steps=20), expected)
 
 
-@phase2("layer.py::_LayerInputBaselineXGradient (one LayerGradientShap sample) via gradient.py::_rows: the "
-        "random alphas are cast to the integer input dtype (0), so only the baseline's gradient is used")
 def test_layer_gradient_shap_uint8_equals_float_input():
     model, x = _bytes()
     base = torch.zeros(3, 1, 4, 4, dtype=torch.uint8)
@@ -146,8 +135,6 @@ def test_layer_gradient_shap_uint8_equals_float_input():
     _close(got, expected)
 
 
-@phase2("neuron.py::NeuronIntegratedGradients -> gradient.py::IntegratedGradients -> _plumbing.py::path_points "
-        "and _plumbing.py::gradients (requires_grad_ on uint8): interpolate in float")
 def test_neuron_integrated_gradients_uint8_matches_captum():
     model, x = _bytes()
     expected = C.NeuronIntegratedGradients(model, model.conv).attribute(x, (1, 2, 2), n_steps=20)
@@ -166,9 +153,6 @@ class _Tokens(nn.Module):
         return self.fc(self.emb(ids).mean(1))
 
 
-@phase2("_plumbing.py::gradients: requires_grad_() on integer token ids raises a bare RuntimeError; for an "
-        "integer input whose float path cannot be fed to the model (an nn.Embedding), raise TypeError naming "
-        "`inputs` and pointing to LayerIntegratedGradients(model, model.<embedding>)")
 def test_token_ids_to_integrated_gradients_point_to_the_layer_form():
     model, ids = _Tokens(), torch.tensor([[1, 2, 3]])
     with pytest.raises((TypeError, ValueError), match="LayerIntegratedGradients"):
@@ -326,8 +310,6 @@ def test_pixel_flipping_one_logit_logit_score_is_the_raw_output():
 
 
 # ------------------------------------------------------------------ 7. smaller defects
-@phase2("_plumbing.py::per_example indexes objective[0] of an empty batch (bare IndexError); check in "
-        "_plumbing.py::as_tuple: ValueError('`inputs` has an empty batch (0 examples)')")
 @pytest.mark.parametrize("method", [Saliency, IntegratedGradients])
 def test_empty_batch_gradient_methods_give_a_clear_error(method):
     with pytest.raises(ValueError, match="inputs"):
@@ -344,8 +326,6 @@ def test_empty_batch_feature_ablation_gives_an_empty_result_like_captum():
     assert got.shape == expected.shape == (0, 4)
 
 
-@phase2("_plumbing.py::validate_target: bool is an int subclass; reject True/False (and bool tensors) with "
-        "a TypeError naming `target`")
 @pytest.mark.parametrize("method", [Saliency, FeatureAblation])
 def test_bool_target_is_rejected(method):
     with pytest.raises(TypeError, match="target"):
@@ -401,8 +381,6 @@ def test_runtime_error_in_first_perturbation_pass_propagates_at_once():
     assert len(calls) == 1
 
 
-@phase2("base.py (Attribution.attribute entry) or _plumbing.py: warn once when the model is in train() mode "
-        "and holds BatchNorm or Dropout, naming the module")
 @pytest.mark.parametrize("layer", [nn.BatchNorm1d(4), nn.Dropout(0.5)], ids=["batchnorm", "dropout"])
 def test_train_mode_with_batchnorm_or_dropout_warns(layer):
     model = nn.Sequential(nn.Linear(4, 4), layer, nn.Linear(4, 2)).train()
