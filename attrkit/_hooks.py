@@ -46,6 +46,13 @@ def module_of(forward_func) -> nn.Module | None:
     return owner if isinstance(owner, nn.Module) else None
 
 
+def layer_name(forward_func, layer: nn.Module) -> str:
+    """The layer's name in the model behind ``forward_func`` (for error messages), else its type."""
+    model = module_of(forward_func)
+    names = {m: n for n, m in model.named_modules()} if model is not None else {}
+    return names.get(layer) or type(layer).__name__
+
+
 # --------------------------------------------------------------------------- layer capture / replacement
 def _as_items(value) -> tuple[tuple[Tensor, ...], bool]:
     if isinstance(value, tuple):

@@ -52,9 +52,6 @@ def _future_of(model):
     return forward
 
 
-@phase2("perturbation.py (FeatureAblation, FeaturePermutation) and shapley.py (ShapleyValueSampling, "
-        "ShapleyValues): add attribute_future(...) -> torch.futures.Future; evaluate each batch through the "
-        "Future-returning forward (fut.wait() / torch.futures.collect_all) in _batching.evaluate_perturbations")
 @pytest.mark.parametrize("name", ["FeatureAblation", "FeaturePermutation", "ShapleyValueSampling", "ShapleyValues"])
 def test_attribute_future_matches_captum(name):
     model = _mlp()
@@ -128,9 +125,6 @@ def test_neuron_conductance_docstring_states_the_trapezoid_departure():
 
 
 # ------------------------------------------------------------------ Occlusion: one int for several inputs
-@phase2("perturbation.py::_window_shapes / _strides: accept one int for "
-        "sliding_window_shapes and strides with tuple inputs, meaning that size along every dimension of every "
-        "input (Captum fails here too: 'Strides must be provided for each input tensor')")
 def test_occlusion_one_int_window_and_stride_for_several_inputs():
     lin = _linear()
     model = lambda a, b: lin(a) + 2 * lin(b)  # noqa: E731
@@ -212,9 +206,6 @@ def test_int_scalar_output_feature_ablation_matches_captum():
     _close(A.FeatureAblation(model).attribute(X), expected)
 
 
-@phase2("shapley.py::_Game.play returns the model's int64 outputs as they are, so ShapleyValueSampling's "
-        "steps.mean(0) fails and ShapleyValues' weighted sum truncates to 0; cast `empty, values` there to "
-        "torch.promote_types(dtype, torch.get_default_dtype()) before differencing")
 @pytest.mark.parametrize("name", ["ShapleyValues", "ShapleyValueSampling"])
 def test_int_scalar_output_shapley_matches_captum(name):
     model = _scalar_model("int")
@@ -224,11 +215,7 @@ def test_int_scalar_output_shapley_matches_captum(name):
     _close(getattr(A, name)(model).attribute(X), expected)
 
 
-@pytest.mark.parametrize("name", [pytest.param("Lime", marks=phase2(
-    "shapley.py::Lime._fit_all: `weights.to(y.dtype)` (and `samples.to(y.dtype)`) cast the exp-kernel weights to "
-    "int64 when the model returns ints, so they truncate to 0/1; keep them in float (surrogates.fit_surrogate "
-    "now returns float coefficients, which fixed KernelShap, whose weights 1 and 1e6 survive the cast)")),
-    "KernelShap"])
+@pytest.mark.parametrize("name", ["Lime", "KernelShap"])
 def test_int_scalar_output_lime_equals_its_float_version(name):
     as_int, lin = _scalar_model("int"), _linear()
     as_float = lambda t: float(int(lin(t)[:, 0].sum().round()))  # noqa: E731 - the same numbers, as floats
@@ -423,9 +410,6 @@ def test_lrp_addition_module_with_identity_rule_equals_gradient_x_input():
     _close(A.LRP(model).attribute(x, target=0), _gradient_x_input(model, x, 0), tol=1e-4)
 
 
-@phase2("lrp.py (EpsilonRule / PropagationRule forward-hook path): on a module with two inputs the rule re-runs "
-        "module(input) with the first input only (TypeError: forward() missing 'b'); re-run it with all inputs "
-        "and split the relevance over each input by its share z_i / (sum z + eps)")
 def test_lrp_addition_module_with_epsilon_rule_equals_gradient_x_input():
     model, x = _two_branches(A.EpsilonRule(epsilon=1e-9)), torch.rand(3, 4, generator=torch.Generator().manual_seed(3))
     _close(A.LRP(model).attribute(x, target=0), _gradient_x_input(model, x, 0), tol=1e-4)
@@ -467,8 +451,6 @@ def test_float64_in_float64_out_neuron(name):
 
 
 # ------------------------------------------------------------------ show_progress label
-@phase2("_batching.py::_ProgressBar / the `desc` passed by perturbation.py and shapley.py: use Captum's label, "
-        "the class name split into words + ' attribution' (e.g. 'Feature Ablation attribution')")
 @pytest.mark.parametrize("name,label,kwargs", [
     ("FeatureAblation", "Feature Ablation attribution", {}),
     ("Occlusion", "Occlusion attribution", {"sliding_window_shapes": (1,)}),

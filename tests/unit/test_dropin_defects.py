@@ -48,9 +48,6 @@ def _linear(n_in=4, n_out=2, seed=0):
 _GRID = torch.arange(4).reshape(2, 2).repeat_interleave(2, 0).repeat_interleave(2, 1)  # four 2x2 superpixels
 
 
-@phase2("shapley.py::_switch: the mask is reshaped to (mask rows, -1) and gathered as if it had the input's "
-        "size; broadcast it to each input's shape first (torch.broadcast_to(m, x.shape)), as FeatureAblation's "
-        "_batching.format_feature_mask users do; also Lime.attribute's n_features / spread_units on that mask")
 @pytest.mark.parametrize("method", [Lime, KernelShap])
 @pytest.mark.parametrize("shape", [(1, 1, 4, 4), (1, 4, 4), (4, 4), (2, 1, 4, 4)],
                          ids=["1x1xHxW", "1xHxW", "HxW", "Nx1xHxW"])
@@ -167,9 +164,6 @@ def test_token_ids_work_with_layer_integrated_gradients():  # the way the error 
 
 
 # ------------------------------------------------------------------ 3. DeepLift in float16
-@phase2("deeplift.py::MaxPool rule .backward and Rescale.forward: `dx.abs() < self.eps` with eps=1e-10 "
-        "compares in float16, where 1e-10 is 0, so no position counts as flat and routed / dx divides by 0; use "
-        "eps = max(self.eps, torch.finfo(dx.dtype).eps * scale) (a dtype-aware threshold)")
 def test_deeplift_float16_is_finite_and_close_to_float32():
     model, x = SmallCNN().eval(), torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     expected = DeepLift(model).attribute(x, target=0)
@@ -185,10 +179,6 @@ def test_deeplift_bfloat16_is_finite():  # bf16 already works; keep it so
 
 
 # ------------------------------------------------------------------ 4. Lime with a custom similarity or surrogate
-@phase2("shapley.py::Lime.attribute -> Lime._fit_each -> LimeBase._samples: with a custom similarity_func "
-        "and no perturb_func, self.perturb_func is None and is called; draw with Lime._draw (Bernoulli 1/2) and "
-        "use _from_interpretable, i.e. give Lime a default perturb_func, or keep _fit_all and call the custom "
-        "similarity on each (original, perturbed, sample) there")
 def test_lime_custom_similarity_func():
     model, x = _linear(), torch.rand(2, 4)
     lime = Lime(model, interpretable_model=LinearRegression(), similarity_func=lambda o, p, i, **kw: 1.0)
@@ -316,9 +306,6 @@ def test_empty_batch_gradient_methods_give_a_clear_error(method):
         method(_linear()).attribute(torch.zeros(0, 4), target=0)
 
 
-@phase2("_batching.py::format_feature_mask numbers the default features with x[0:1].numel() (0 for an empty "
-        "batch), then reshape fails (`shape '[1, 4]' is invalid`); use prod(x.shape[1:]) and return "
-        "torch.zeros_like(x) early for 0 examples, as Captum does")
 def test_empty_batch_feature_ablation_gives_an_empty_result_like_captum():
     model = _linear()
     expected = C.FeatureAblation(model).attribute(torch.zeros(0, 4), target=0)
@@ -344,9 +331,6 @@ class _LSTMNet(nn.Module):
         return self.fc(out[:, -1])
 
 
-@phase2("_hooks.py::_as_items accepts any tuple, so nn.LSTM's (out, (h, c)) reaches _layer.py::LayerSpace and "
-        "then _plumbing.py::as_tuple, whose error names `inputs`; check there that every entry is a tensor and "
-        "raise TypeError naming the layer ('layer `lstm` (LSTM) returns a nested tuple ...')")
 def test_nested_tuple_layer_output_error_names_the_layer():
     model = _LSTMNet()
     with pytest.raises((TypeError, ValueError), match="layer") as info:
@@ -354,9 +338,6 @@ def test_nested_tuple_layer_output_error_names_the_layer():
     assert "`inputs`" not in str(info.value)
 
 
-@phase2("backprop.py::functional_calls_warned / _FunctionalCallsSeen: AdaptiveMaxPool2d has no DeepLift rule, "
-        "so its F.adaptive_max_pool2d call is reported as 'a function, not a module'; when the caller is an "
-        "unhooked module, say that module type has no rule (or give AdaptiveMaxPool a max-pool rule in deeplift.py)")
 def test_deeplift_adaptive_max_pool_warning_names_the_module():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveMaxPool2d(2), nn.Flatten(), nn.Linear(8, 2))
@@ -367,8 +348,6 @@ def test_deeplift_adaptive_max_pool_warning_names_the_module():
     assert not any("is a function, not a module" in m for m in messages), messages
 
 
-@phase2("_batching.py::without_grad catches every RuntimeError under inference_mode and runs the forward again "
-        "under no_grad; retry only for inference-mode errors ('Inference tensors' in the message), re-raise others")
 def test_runtime_error_in_first_perturbation_pass_propagates_at_once():
     calls = []
 
@@ -388,8 +367,6 @@ def test_train_mode_with_batchnorm_or_dropout_warns(layer):
         Saliency(model).attribute(torch.rand(3, 4), target=0)
 
 
-@phase2("deeplift.py: LayerNorm has no DeepLift rule; warn naming the module (the delta shows the result is "
-        "not a DeepLift attribution)")
 def test_deeplift_warns_on_layernorm():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)).eval()
@@ -397,8 +374,6 @@ def test_deeplift_warns_on_layernorm():
         DeepLift(model).attribute(torch.randn(2, 3), target=0)
 
 
-@phase2("deeplift.py: nn.MultiheadAttention (scaled_dot_product_attention, products of inputs) has no "
-        "DeepLift rule; warn naming the module")
 def test_deeplift_warns_on_attention():
     class Attn(nn.Module):
         def __init__(self):
@@ -414,8 +389,6 @@ def test_deeplift_warns_on_attention():
         DeepLift(Attn().eval()).attribute(torch.randn(2, 3, 4), target=0)
 
 
-@phase2("lrp.py: a residual addition (x + f(x)) is not conserved by the per-module rules; warn (or give "
-        "the addition a rule), naming where relevance is lost")
 def test_lrp_warns_on_residual_addition():
     class Residual(nn.Module):
         def __init__(self):

@@ -151,6 +151,15 @@ def test_bad_rules_and_models_are_named():
         LayerLRP(mlp(), "0")
 
 
+def test_captum_rules_on_the_model_are_named_as_such():
+    from captum.attr._utils.lrp_rules import EpsilonRule as CaptumEpsilonRule
+
+    model = mlp()
+    model[0].rule = CaptumEpsilonRule()  # code written for Captum, or left by a Captum LRP call that failed
+    with pytest.raises(TypeError, match=r"`0\.rule`.*Captum.*del module\.rule"):
+        LRP(model).attribute(torch.rand(2, 4), target=0)
+
+
 def test_rules_are_importable_from_both_places():
     from attrkit import lrp
 
