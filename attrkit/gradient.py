@@ -118,6 +118,10 @@ class IntegratedGradients(GradientAttribution):
         multiply_by_inputs: multiply the integrated gradient by ``inputs - baselines``
             (the paper's definition). ``False`` gives the "local" integrated gradient.
 
+    A deliberate departure from Captum: with ``method="riemann_trapezoid"`` the step weights
+    sum to 1 here and to (n - 1)/n in Captum, so results are Captum's times n / (n - 1) for
+    ``n_steps`` = n (every method built on this integral shares it); the other methods agree.
+
     Example:
         >>> import torch
         >>> from attrkit import IntegratedGradients
