@@ -53,6 +53,19 @@ def layer_name(forward_func, layer: nn.Module) -> str:
     return names.get(layer) or type(layer).__name__
 
 
+def flat_layer_values(values: tuple, forward_func, layer: nn.Module, to_input: bool, allow_none: bool = True):
+    """``values`` checked to be tensors (or None where ``allow_none``): a layer whose output nests tuples
+    (``nn.LSTM``'s ``(out, (h, c))``) cannot be attributed to as a whole, and the error names the layer."""
+    if all(isinstance(v, Tensor) or (allow_none and v is None) for v in values):
+        return values
+    kinds = ", ".join(type(v).__name__ for v in values)
+    raise TypeError(
+        f"layer `{layer_name(forward_func, layer)}` ({type(layer).__name__}) has an {'input' if to_input else 'output'}"
+        f" that is not a tensor or a flat tuple of tensors (it is ({kinds}); nn.LSTM returns (out, (h, c))), so it "
+        "cannot be attributed to as a whole: attribute to a module that produces tensors only (e.g. an "
+        "nn.Identity applied to the part you want, such as `out`, in forward).")
+
+
 # --------------------------------------------------------------------------- layer capture / replacement
 def _as_items(value) -> tuple[tuple[Tensor, ...], bool]:
     if isinstance(value, tuple):
@@ -191,7 +204,8 @@ def layer_gradients(
             stack.enter_context(rules)
         records = [stack.enter_context(capture(m, attribute_to_input, require_grad=True)) for m in layers]
         out = per_example(run_forward(forward_func, inputs, target, args), batch_size_of(inputs))
-        values = [tuple(v for v in record.single() if isinstance(v, Tensor)) for record in records]
+        values = [tuple(v for v in flat_layer_values(record.single(), forward_func, record.layer, attribute_to_input)
+                        if isinstance(v, Tensor)) for record in records]
         wrt = [v for vs in values for v in vs if v.requires_grad]
         options = {"allow_unused": True, **(grad_kwargs or {})}
         options["retain_graph"] = retain_graph or options.get("retain_graph", False)

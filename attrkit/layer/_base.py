@@ -8,7 +8,7 @@ from typing import Callable
 
 from torch import Tensor
 
-from .._hooks import layer_as_variable, layer_name, layer_values
+from .._hooks import flat_layer_values, layer_as_variable, layer_values
 from ..base import GradientAttribution, LayerAttribution
 
 
@@ -43,15 +43,7 @@ class LayerSpace:
 
     def _values(self, layer, inputs: tuple) -> tuple[Tensor, ...]:
         values = layer_values(self.forward_func, layer, inputs, self.args, self.to_input)[0]
-        if not all(isinstance(v, Tensor) for v in values):
-            kinds = ", ".join(type(v).__name__ for v in values)
-            what = "input" if self.to_input else "output"
-            raise TypeError(
-                f"layer `{layer_name(self.forward_func, layer)}` ({type(layer).__name__}) has an {what} that is not "
-                f"a tensor or a flat tuple of tensors (it is ({kinds}); nn.LSTM returns (out, (h, c))), so it cannot "
-                "be attributed to as a whole: attribute to a module that produces tensors only (e.g. wrap "
-                "the part you want, such as `out`, in an nn.Identity applied in forward).")
-        return values
+        return flat_layer_values(values, self.forward_func, layer, self.to_input, allow_none=False)
 
     def values_at(self, inputs: tuple) -> tuple[Tensor, ...]:
         """The layers' activations (flattened like ``self.inputs``) when the model runs on other inputs."""
