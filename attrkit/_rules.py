@@ -111,15 +111,16 @@ def rules_applied(model: nn.Module, rule_for: Callable[[nn.Module], BackwardRule
 
 def _rewiring_hook(rule: BackwardRule, name: str):
     def hook(module, args, out):
-        if not args or not all(isinstance(x, Tensor) for x in args) or not isinstance(out, Tensor):
+        tensors = tuple(a for a in args if isinstance(a, Tensor))
+        if not tensors or not isinstance(out, Tensor):
             raise TypeError(
                 f"module `{name}` ({type(module).__name__}) must take tensors and return a tensor for its "
                 f"backward rule; it took ({', '.join(type(x).__name__ for x in args)}) and returned "
                 f"{type(out).__name__}."
             )
-        x = args[0].detach() if len(args) == 1 else tuple(a.detach() for a in args)
+        x = tensors[0].detach() if len(tensors) == 1 else tuple(t.detach() for t in tensors)
         state = rule.forward(module, x, out.detach())
-        return _Rewired.apply(out, rule, state, *args)
+        return _Rewired.apply(out, rule, state, *tensors)
 
     return hook
 
