@@ -8,7 +8,10 @@ rows, stacked unit-major (``[unit0: x0, x1, ..., unit1: x0, x1, ...]``, the "rep
 """
 from __future__ import annotations
 
+import copy
+import math
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -28,6 +31,9 @@ DEFAULT_BATCH_MEMORY_MB = 64.0
 CPU_MAX_ROWS = 4096
 CPU_ACTIVATION_BUDGET_MB = 8.0  # for the largest activation of one forward pass (2x this L2 cache)
 PROGRESS_AFTER_SECONDS = 5.0
+# What PyTorch's errors say when a forward needs what inference mode withholds: a normal tensor, or autograd
+# (a model that takes a gradient inside its forward). Only these send a forward pass to torch.no_grad().
+INFERENCE_MODE_ERRORS = ("inference", "does not require grad")
 
 
 @dataclass(frozen=True)
@@ -45,16 +51,42 @@ class PerturbationOptions:
     desc: str = "perturbations"
 
 
+def progress_label(method) -> str:
+    """The progress bar's label, as Captum writes it: the class name split into words, then "attribution"
+    (``FeatureAblation`` -> ``"Feature Ablation attribution"``)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", type(method).__name__) + " attribution"
+
+
+def attribute_future(method, *args, **kwargs) -> torch.futures.Future:
+    """Captum's ``attribute_future``: ``method.attribute(*args, **kwargs)`` for a ``forward_func`` that returns
+    a ``torch.futures.Future``, whose value is waited for in each forward pass; the attributions come back
+    as a completed Future. An error is raised at once, as ``attribute`` raises it."""
+    waiting = copy.copy(method)
+    waiting.forward_func = _waiting_for(method.forward_func)
+    future = torch.futures.Future()
+    future.set_result(waiting.attribute(*args, **kwargs))
+    return future
+
+
+def _waiting_for(forward_func: Callable) -> Callable:
+    """``forward_func`` returning the value of its Future (tensors pass through)."""
+    def forward(*args, **kwargs):
+        out = forward_func(*args, **kwargs)
+        return out.wait() if isinstance(out, torch.futures.Future) else out
+    return forward
+
 
 def format_feature_mask(feature_mask, inputs: tuple[Tensor, ...], name: str = "feature_mask") -> tuple[Tensor, ...]:
-    """One integer mask per input, broadcastable to it, padded on the left to the input's rank.
+    """One integer mask per input, of shape ``(1 or n, *example_shape)``: a mask given with fewer dimensions
+    or size-1 dimensions (an image's superpixels ``(H, W)`` shared by its channels, say) is broadcast to the
+    example's shape (a view), so every method can index it element by element.
 
     ``None`` makes every scalar of an example its own feature, numbered on across the inputs.
     """
     if feature_mask is None:
         out, offset = [], 0
         for x in inputs:
-            n = x[0:1].numel()
+            n = math.prod(x.shape[1:])
             out.append(torch.arange(offset, offset + n, device=x.device).reshape(1, *x.shape[1:]))
             offset += n
         return tuple(out)
@@ -72,13 +104,14 @@ def format_feature_mask(feature_mask, inputs: tuple[Tensor, ...], name: str = "f
                 f"{where} has shape {tuple(m.shape)}, which does not broadcast to the input's shape {tuple(x.shape)}: "
                 f"use {tuple(x.shape[1:])}, {(1, *x.shape[1:])}, {tuple(x.shape)} or size-1 dimensions."
             )
-        out.append(m.reshape((1,) * (x.dim() - m.dim()) + tuple(m.shape)).to(device=x.device, dtype=torch.long))
+        m = m.reshape((1,) * (x.dim() - m.dim()) + tuple(m.shape)).to(device=x.device, dtype=torch.long)
+        out.append(m.expand(m.shape[0], *x.shape[1:]))
     return tuple(out)
 
 
 class Features(NamedTuple):
-    """Feature masks ready for a perturbation loop: ``masks`` (one per input, broadcastable to it), ``maps``
-    (the masks with ids replaced by unit numbers 0..n-1) and ``n`` (the number of features)."""
+    """Feature masks ready for a perturbation loop: ``masks`` (one per input, ``(1 or n, *example_shape)``),
+    ``maps`` (the masks with ids replaced by unit numbers 0..n-1) and ``n`` (the number of features)."""
 
     masks: tuple
     maps: tuple
@@ -132,7 +165,7 @@ def spread_units(values: Tensor, maps: tuple[Tensor, ...], inputs: tuple[Tensor,
     rows = values.shape[0]
     out = []
     for m, x in zip(maps, inputs):
-        index = m.expand(rows if m.shape[0] == 1 else m.shape[0], *x.shape[1:]).reshape(rows, -1)
+        index = m.expand(rows, *x.shape[1:]).flatten(1)
         out.append(values.gather(1, index).reshape(rows, *x.shape[1:]))
     return tuple(out)
 
@@ -227,6 +260,8 @@ def evaluate_with_reference(forward_func: Callable, reference_inputs: tuple[Tens
     n = batch_size_of(reference_inputs)
     cpu = reference_inputs[0].device.type == "cpu"
     reference, activation = reference_output(forward_func, reference_inputs, target, args, measure=cpu)
+    if n == 0:  # an empty batch: no outputs to compare, so empty attributions (as Captum)
+        return reference.reshape(0), reference.new_zeros(n_units, 0)
     aggregate, n_outputs = output_mode(reference, n)
     if aggregate and any(m.shape[0] != 1 for m in masks):
         raise ValueError("`feature_mask` must have a first dimension of 1 when the model returns one output for "
@@ -237,15 +272,17 @@ def evaluate_with_reference(forward_func: Callable, reference_inputs: tuple[Tens
 
 
 def without_grad(fn: Callable[[], Any], inference: bool = True) -> tuple[Any, bool]:
-    """``fn()`` under ``torch.inference_mode()``. A model that fails there (one that needs autograd inside
-    its forward, say) is run again under ``torch.no_grad()``, whose error, if any, is the one raised.
-    Returns ``(result, whether inference mode worked)``."""
+    """``fn()`` under ``torch.inference_mode()``. A model that fails there because of inference mode (one
+    that needs autograd inside its forward, say: :data:`INFERENCE_MODE_ERRORS`) is run again under
+    ``torch.no_grad()``; any other error is raised at once. Returns ``(result, whether inference mode
+    worked)``."""
     if inference:
         try:
             with torch.inference_mode():
                 return fn(), True
-        except RuntimeError:
-            pass
+        except RuntimeError as error:
+            if not any(marker in str(error).lower() for marker in INFERENCE_MODE_ERRORS):
+                raise
     with torch.no_grad():
         return fn(), False
 

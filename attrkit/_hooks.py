@@ -22,7 +22,7 @@ from typing import Callable, ContextManager, Iterator
 import torch
 from torch import Tensor, nn
 
-from ._plumbing import batch_size_of, per_example, run_forward
+from ._plumbing import batch_size_of, per_example, require_examples, run_forward
 
 
 # --------------------------------------------------------------------------- handles and state
@@ -44,6 +44,26 @@ def module_of(forward_func) -> nn.Module | None:
         return forward_func
     owner = getattr(forward_func, "__self__", None)
     return owner if isinstance(owner, nn.Module) else None
+
+
+def layer_name(forward_func, layer: nn.Module) -> str:
+    """The layer's name in the model behind ``forward_func`` (for error messages), else its type."""
+    model = module_of(forward_func)
+    names = {m: n for n, m in model.named_modules()} if model is not None else {}
+    return names.get(layer) or type(layer).__name__
+
+
+def flat_layer_values(values: tuple, forward_func, layer: nn.Module, to_input: bool, allow_none: bool = True):
+    """``values`` checked to be tensors (or None where ``allow_none``): a layer whose output nests tuples
+    (``nn.LSTM``'s ``(out, (h, c))``) cannot be attributed to as a whole, and the error names the layer."""
+    if all(isinstance(v, Tensor) or (allow_none and v is None) for v in values):
+        return values
+    kinds = ", ".join(type(v).__name__ for v in values)
+    raise TypeError(
+        f"layer `{layer_name(forward_func, layer)}` ({type(layer).__name__}) has an {'input' if to_input else 'output'}"
+        f" that is not a tensor or a flat tuple of tensors (it is ({kinds}); nn.LSTM returns (out, (h, c))), so it "
+        "cannot be attributed to as a whole: attribute to a module that produces tensors only (e.g. an "
+        "nn.Identity applied to the part you want, such as `out`, in forward).")
 
 
 # --------------------------------------------------------------------------- layer capture / replacement
@@ -159,7 +179,7 @@ def layer_values(
 
 def layer_gradients(
     forward_func: Callable, layer, inputs: tuple, target=None, args: tuple = (), attribute_to_input: bool = False,
-    rules: ContextManager | None = None, retain_graph: bool = False,
+    rules: ContextManager | None = None, retain_graph: bool = False, grad_kwargs: dict | None = None,
 ):
     """Gradient of each example's selected output with respect to a layer's output (or input), and the
     layer's values, from one forward pass.
@@ -172,7 +192,9 @@ def layer_gradients(
     By default the inputs are detached first (the caller's tensors and flags are never touched) and the
     values come back detached. With ``retain_graph=True`` the inputs are used as given and the values keep
     their graph, so the caller can differentiate further (with respect to inputs that require a gradient).
+    ``grad_kwargs`` go to ``torch.autograd.grad``.
     """
+    require_examples(inputs)
     several = isinstance(layer, (list, tuple))
     layers = list(layer) if several else [layer]
     if not retain_graph:
@@ -182,9 +204,12 @@ def layer_gradients(
             stack.enter_context(rules)
         records = [stack.enter_context(capture(m, attribute_to_input, require_grad=True)) for m in layers]
         out = per_example(run_forward(forward_func, inputs, target, args), batch_size_of(inputs))
-        values = [tuple(v for v in record.single() if isinstance(v, Tensor)) for record in records]
+        values = [tuple(v for v in flat_layer_values(record.single(), forward_func, record.layer, attribute_to_input)
+                        if isinstance(v, Tensor)) for record in records]
         wrt = [v for vs in values for v in vs if v.requires_grad]
-        found = torch.autograd.grad(out.sum(), wrt, retain_graph=retain_graph, allow_unused=True) if wrt else ()
+        options = {"allow_unused": True, **(grad_kwargs or {})}
+        options["retain_graph"] = retain_graph or options.get("retain_graph", False)
+        found = torch.autograd.grad(out.sum(), wrt, **options) if wrt else ()
     by_id = dict(zip(map(id, wrt), found))
     grads = [tuple(_or_zeros(by_id.get(id(v)), v) for v in vs) for vs in values]
     if not retain_graph:

@@ -21,7 +21,9 @@ The two expansion orders used throughout:
 """
 from __future__ import annotations
 
+import inspect
 import numbers
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -57,6 +59,17 @@ def batch_size_of(inputs: tuple[Tensor, ...]) -> int:
     return inputs[0].shape[0] if inputs[0].dim() else 1
 
 
+def require_examples(inputs: tuple[Tensor, ...], name: str = "inputs"):
+    """A gradient needs at least one example: a clear error for an empty batch."""
+    if batch_size_of(inputs) == 0:
+        raise ValueError(f"`{name}` has an empty batch (shape {tuple(inputs[0].shape)}): give at least one example.")
+
+
+def floating(x: Tensor) -> Tensor:
+    """``x`` in a floating-point dtype (integer inputs, e.g. uint8 images, in the default float dtype)."""
+    return x if x.is_floating_point() or x.is_complex() else x.to(torch.get_default_dtype())
+
+
 # --------------------------------------------------------------------------- baselines
 def format_baselines(baselines, inputs: tuple[Tensor, ...], name: str = "baselines") -> tuple[Tensor, ...]:
     """Normalise ``baselines`` to one tensor per input, broadcast to that input's shape.
@@ -78,11 +91,11 @@ def _broadcast_baseline(b, x: Tensor, name: str, i: int, many: bool) -> Tensor:
     where = f"`{name}[{i}]`" if many else f"`{name}`"
     if b is None:
         return torch.zeros_like(x)
-    if isinstance(b, numbers.Number):
-        return torch.full_like(x, b)
+    if isinstance(b, numbers.Number):  # 0.5 for an integer input stays 0.5: the dtype both promote to
+        return torch.full_like(x, b, dtype=torch.result_type(x, b))
     if not isinstance(b, Tensor):
         raise TypeError(f"{where} must be None, a number or a tensor, got {type(b).__name__}.")
-    b = b.to(device=x.device, dtype=x.dtype if x.is_floating_point() else b.dtype)
+    b = b.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.result_type(x, b))
     try:
         return b.expand_as(x) if b.dim() <= x.dim() else _fail()
     except RuntimeError:
@@ -98,9 +111,13 @@ def _fail():
 
 def baseline_distribution(baselines, inputs: tuple[Tensor, ...], name: str = "baselines") -> tuple[Tensor, ...]:
     """Baselines given as a *distribution* (GradientShap, DeepLiftShap): one tensor of
-    ``(n_baselines, *example_shape)`` per input. A callable is called with the inputs."""
+    ``(n_baselines, *example_shape)`` per input. A callable is called with the inputs, or
+    with no argument when it takes none (as Captum)."""
     if callable(baselines):
-        baselines = baselines(*inputs) if len(inputs) > 1 else baselines(inputs[0])
+        if not inspect.signature(baselines).parameters:
+            baselines = baselines()
+        else:
+            baselines = baselines(*inputs) if len(inputs) > 1 else baselines(inputs[0])
     if baselines is None:
         raise ValueError(f"`{name}` is required here: give a tensor of reference examples (n, *example_shape).")
     items = tuple(baselines) if isinstance(baselines, (tuple, list)) else (baselines,)
@@ -156,6 +173,8 @@ def expand(items: tuple[Tensor, ...], n: int, order: str = "repeat") -> tuple[Te
 # --------------------------------------------------------------------------- targets
 def validate_target(target, name: str = "target"):
     """Type-check ``target`` early so that the error names it."""
+    if isinstance(target, bool) or (isinstance(target, Tensor) and target.dtype == torch.bool):
+        raise TypeError(f"`{name}` must be a class index (an int), not a bool: `target=True` is not class 1.")
     if target is None or isinstance(target, (numbers.Integral, tuple)):
         return target
     if isinstance(target, Tensor):
@@ -269,17 +288,49 @@ def per_example(objective: Tensor, n: int, name: str = "target") -> Tensor:
     return objective.reshape(n)
 
 
-def gradients(forward_func: Callable, inputs: tuple[Tensor, ...], target=None, args: tuple = ()) -> tuple[Tensor, ...]:
+def gradients(forward_func: Callable, inputs: tuple[Tensor, ...], target=None, args: tuple = (),
+              grad_kwargs: dict | None = None) -> tuple[Tensor, ...]:
     """Gradient of each example's selected output with respect to ``inputs``.
 
     The inputs are detached and made leaves here, so the caller's tensors and
-    their ``requires_grad`` flags are never touched.
+    their ``requires_grad`` flags are never touched. ``grad_kwargs`` go to
+    ``torch.autograd.grad``.
     """
+    require_examples(inputs)
+    if not all(x.is_floating_point() or x.is_complex() for x in inputs):
+        raise integer_inputs_error(inputs, forward_func)
     leaves = tuple(x.detach().requires_grad_() for x in inputs)
     with torch.enable_grad():
         out = per_example(run_forward(forward_func, leaves, target, args), batch_size_of(leaves))
-        grads = torch.autograd.grad(out.sum(), leaves, allow_unused=True)
+        grads = torch.autograd.grad(out.sum(), leaves, **{"allow_unused": True, **(grad_kwargs or {})})
     return tuple(torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads))
+
+
+def integer_inputs_error(inputs: tuple[Tensor, ...], forward_func=None) -> TypeError:
+    """The error for integer inputs a gradient cannot be taken at (token ids): it names ``inputs`` and
+    points to the layer form on the model's embedding."""
+    dtypes = ", ".join(sorted({str(x.dtype) for x in inputs if not x.is_floating_point()}))
+    model = forward_func if isinstance(forward_func, torch.nn.Module) else getattr(forward_func, "__self__", None)
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Embedding)] \
+        if isinstance(model, torch.nn.Module) else []
+    embedding = f"model.{names[0]}" if names else "model.<embedding>"
+    return TypeError(
+        f"`inputs` hold integers ({dtypes}) that the model cannot take as floating-point values, so no gradient "
+        f"exists at them. For token ids, attribute to the embedding instead: "
+        f"LayerIntegratedGradients(model, {embedding}) (or another Layer* method on it)."
+    )
+
+
+@contextmanager
+def integer_inputs_explained(inputs: tuple[Tensor, ...], forward_func=None):
+    """Integer inputs are interpolated in floating point (uint8 images work); when the model fails on those
+    floating-point points (token ids into an ``nn.Embedding``), raise :func:`integer_inputs_error`."""
+    try:
+        yield
+    except RuntimeError as error:
+        if all(x.is_floating_point() or x.is_complex() for x in inputs):
+            raise
+        raise integer_inputs_error(inputs, forward_func) from error
 
 
 def scalar_outputs(forward_func: Callable, inputs: tuple[Tensor, ...], target=None, args: tuple = ()) -> Tensor:
@@ -344,9 +395,12 @@ def integration_rule(method: str, n_steps: int) -> tuple[list[float], list[float
 
 
 def path_points(inputs: tuple[Tensor, ...], baselines: tuple[Tensor, ...], alphas: Sequence[float]) -> tuple[Tensor, ...]:
-    """Stack ``baseline + alpha * (input - baseline)`` for every alpha (step-major rows)."""
+    """Stack ``baseline + alpha * (input - baseline)`` for every alpha (step-major rows), in floating
+    point (integer inputs, e.g. uint8 images, are interpolated in the default float dtype)."""
     out = []
     for x, b in zip(inputs, baselines):
+        x = floating(x)
+        b = floating(b).to(x.dtype)
         a = torch.as_tensor(list(alphas), dtype=x.dtype, device=x.device).reshape(-1, *([1] * x.dim()))
         out.append((b.unsqueeze(0) + a * (x - b).unsqueeze(0)).reshape(-1, *x.shape[1:]))
     return tuple(out)

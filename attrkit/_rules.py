@@ -26,9 +26,13 @@ After that, the ordinary gradient (:func:`attrkit._plumbing.gradients`, or
 :func:`attrkit._hooks.layer_gradients` at a layer) does the rest.
 
 Nonlinearities called as functions inside ``forward()`` (``torch.relu(x)``,
-``F.relu(x)``, ``x.sigmoid()``) have no module to hook. attrkit treats them as
-Captum does — their ordinary gradient is used — and warns, naming the function
-and the module whose ``forward`` calls it, so you can replace it with a module.
+``F.relu(x)``, ``x.sigmoid()``) have no module to hook, and ``torch.nn`` modules
+without a rule (LayerNorm, attention, adaptive max pooling) are not covered either.
+attrkit treats them as Captum does — their ordinary gradient is used — and warns,
+naming the module, or the function and the module whose ``forward`` calls it. A
+method may also name *joins*, functions that combine two activations (a product
+for DeepLift, as in squeeze-excitation; an addition for LRP, as in a residual
+connection), to be warned about outside modules with a rule.
 """
 from __future__ import annotations
 
@@ -55,11 +59,13 @@ class BackwardRule:
     """
 
     def forward(self, module: nn.Module, x: Tensor, y: Tensor):
-        """Called once per module call with its (detached) input ``x`` and output ``y``."""
+        """Called once per module call with its (detached) input ``x`` and output ``y``; ``x`` is a tuple
+        when the module takes several tensors (an addition module)."""
         return None
 
     def backward(self, state, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """Return ``(gradient for the input directly, gradient sent through the module)``."""
+        """Return ``(gradient for the input directly, gradient sent through the module)``; the first is a
+        tuple (one entry per input) when ``forward`` received a tuple."""
         return None, grad
 
 
@@ -67,14 +73,14 @@ class _Rewired(torch.autograd.Function):
     """Returns the module's output unchanged; in the backward pass the rule decides."""
 
     @staticmethod
-    def forward(ctx, x, y, rule, state):
+    def forward(ctx, y, rule, state, *xs):
         ctx.rule, ctx.state = rule, state
         return y.clone()  # a fresh tensor, so later in-place operations cannot touch `y`
 
     @staticmethod
     def backward(ctx, grad):
         to_input, through_module = ctx.rule.backward(ctx.state, grad)
-        return to_input, through_module, None, None
+        return (through_module, None, None, *(to_input if isinstance(to_input, tuple) else (to_input,)))
 
 
 @contextmanager
@@ -105,43 +111,70 @@ def rules_applied(model: nn.Module, rule_for: Callable[[nn.Module], BackwardRule
 
 def _rewiring_hook(rule: BackwardRule, name: str):
     def hook(module, args, out):
-        x = args[0] if args else None
-        if not isinstance(x, Tensor) or not isinstance(out, Tensor):
+        tensors = tuple(a for a in args if isinstance(a, Tensor))
+        if not tensors or not isinstance(out, Tensor):
             raise TypeError(
-                f"module `{name}` ({type(module).__name__}) must take a tensor and return a tensor for its "
-                f"backward rule; it returned {type(out).__name__}."
+                f"module `{name}` ({type(module).__name__}) must take tensors and return a tensor for its "
+                f"backward rule; it took ({', '.join(type(x).__name__ for x in args)}) and returned "
+                f"{type(out).__name__}."
             )
-        state = rule.forward(module, x.detach(), out.detach())
-        return _Rewired.apply(x, out, rule, state)
+        x = tensors[0].detach() if len(tensors) == 1 else tuple(t.detach() for t in tensors)
+        state = rule.forward(module, x, out.detach())
+        return _Rewired.apply(out, rule, state, *tensors)
 
     return hook
 
 
-# --------------------------------------------------------------------------- functional nonlinearities
-class _FunctionalCallsSeen(TorchFunctionMode):
-    """Notes calls of ``watched`` torch functions made outside the hooked modules."""
+# --------------------------------------------------------------------------- what the rules do not cover
+class _UncoveredCalls(TorchFunctionMode):
+    """Notes, outside the modules with a rule, calls of ``watched`` torch functions (nonlinearities) and of
+    ``joins`` (function -> noun, e.g. "product") that combine two activations: by the ``torch.nn`` module
+    that makes them (``modules``), else by function (``functions``, ``joined``)."""
 
-    def __init__(self, watched: set, hooked: dict):
+    def __init__(self, watched: set, joins: dict, hooked: dict, names: dict):
         super().__init__()
-        self.watched, self.hooked, self.seen = watched, hooked, {}
+        self.watched, self.joins, self.hooked, self.names = watched, joins, hooked, names
+        self.modules: dict[str, str] = {}
+        self.functions: dict[str, str] = {}
+        self.joined: dict[str, str] = {}
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self.watched:
-            caller = _innermost_module()
-            if caller not in self.hooked:
-                self.seen.setdefault(_function_name(func), type(caller).__name__ if caller else "forward_func")
+        if func in self.watched or (func in self.joins and _two_activations(args)):
+            self._note(func)
         return func(*args, **(kwargs or {}))
 
+    def _note(self, func):
+        callers = _running_modules()
+        if any(m in self.hooked for m in callers):
+            return  # inside a module with a rule (its forward, or the rule re-running it): covered
+        caller = callers[0] if callers else None
+        owner = type(caller).__name__ if caller is not None else "forward_func"
+        if caller is not None and type(caller).__module__.startswith("torch.nn"):
+            self.modules.setdefault(f"`{self.names.get(caller, owner)}` ({owner})", owner)
+        elif func in self.joins:
+            self.joined.setdefault(f"{_function_name(func)} in {owner}.forward", self.joins[func])
+        else:
+            self.functions.setdefault(f"{_function_name(func)} (in {owner}.forward)", owner)
 
-def _innermost_module() -> nn.Module | None:
-    """The module whose ``forward`` is running (walks the Python stack; only used when warning)."""
-    frame = sys._getframe(2)
+
+def _two_activations(args) -> bool:
+    """Whether at least two arguments are tensors on the gradient's path (parameters and their views aside)."""
+    def activation(t) -> bool:
+        return isinstance(t, Tensor) and t.requires_grad and not isinstance(t, nn.Parameter) \
+            and not isinstance(t._base, nn.Parameter)
+    return sum(map(activation, args)) >= 2
+
+
+def _running_modules() -> list[nn.Module]:
+    """The modules whose ``forward`` (or hooks) are running, innermost first (walks the Python stack; only
+    when a watched function is called)."""
+    frame, found = sys._getframe(1), []
     while frame is not None:
         owner = frame.f_locals.get("self")
-        if isinstance(owner, nn.Module):
-            return owner
+        if isinstance(owner, nn.Module) and (not found or found[-1] is not owner):
+            found.append(owner)
         frame = frame.f_back
-    return None
+    return found
 
 
 def _function_name(func) -> str:
@@ -153,19 +186,25 @@ def _function_name(func) -> str:
 
 
 @contextmanager
-def functional_calls_warned(method: str, watched: set, hooked: dict, what: str):
-    """Warn once (per call of ``attribute``) about nonlinearities called as functions."""
-    spy = _FunctionalCallsSeen(watched, hooked)
+def uncovered_calls_warned(method: str, model: nn.Module, watched: set, joins: dict, hooked: dict, what: str):
+    """Warn once (per call of ``attribute``) about what no rule covers: ``torch.nn`` modules without a rule
+    (LayerNorm, attention, adaptive max pooling), nonlinearities called as functions, and ``joins`` of two
+    activations (products for DeepLift, additions for LRP), each named."""
+    spy = _UncoveredCalls(watched, joins, hooked, {m: n for n, m in model.named_modules()})
     with spy:
         yield
-    if spy.seen:
-        calls = " and ".join(f"{f} (in {owner}.forward)" for f, owner in spy.seen.items())
-        verb = "is a function, not a module" if len(spy.seen) == 1 else "are functions, not modules"
-        warnings.warn(
-            f"{method}: {calls} {verb}, so no hook can change the backward pass there and the "
-            f"ordinary gradient is used (as in Captum). {what}",
-            stacklevel=_first_caller_outside_attrkit(),
-        )
+    parts = []
+    if spy.modules:
+        verb = "has" if len(spy.modules) == 1 else "have"
+        parts.append(f"{' and '.join(spy.modules)} {verb} no {method} rule")
+    if spy.functions:
+        verb = "is a function, not a module" if len(spy.functions) == 1 else "are functions, not modules"
+        parts.append(f"{' and '.join(spy.functions)} {verb}")
+    for where, noun in spy.joined.items():
+        parts.append(f"{'an' if noun[0] in 'aeiou' else 'a'} {noun} of two activations ({where}) is not a module")
+    if parts:
+        warnings.warn(f"{method}: {'; '.join(parts)}, so no rule changes the backward pass there and the "
+                      f"ordinary gradient is used (as in Captum). {what}", stacklevel=_first_caller_outside_attrkit())
 
 
 def _first_caller_outside_attrkit() -> int:
@@ -184,8 +223,11 @@ class RuleSet:
 
     Args:
         rule_for: ``rule_for(module)`` returns the module's :class:`BackwardRule`, or None (ordinary gradient).
-        method: the method's name, for the warning about nonlinearities called as functions.
-        watched: the torch functions to warn about when a model calls them inside ``forward``.
+        method: the method's name, for the warning about what the rules do not cover.
+        watched: the torch functions (nonlinearities) to warn about when called outside a module with a rule;
+            the warning names the ``torch.nn`` module that calls them (LayerNorm, attention) or the function.
+        joins: torch functions -> a noun ("product", "addition"): warn when one combines two activations
+            outside a module with a rule.
         advice: the warning's last sentence (what to do about it).
 
     Example:
@@ -204,8 +246,9 @@ class RuleSet:
     """
 
     def __init__(self, rule_for: Callable[[nn.Module], BackwardRule | None], method: str = "",
-                 watched: frozenset | set = frozenset(), advice: str = ""):
+                 watched: frozenset | set = frozenset(), advice: str = "", joins: dict | None = None):
         self.rule_for, self.method, self.watched, self.advice = rule_for, method, set(watched), advice
+        self.joins = joins or {}
 
     @classmethod
     def by_type(cls, table: dict, *rule_args, **warn) -> RuleSet:
@@ -222,10 +265,10 @@ class RuleSet:
     @contextmanager
     def applied(self, model: nn.Module) -> Iterator[dict]:
         """Apply the rules to every call of ``model``'s modules while the block runs; yields ``{module: name}``
-        of the modules with a rule, and warns about watched functions called outside them."""
+        of the modules with a rule, and warns about watched functions and joins called outside them."""
         with rules_applied(model, self.rule_for) as hooked:
-            if not self.watched:
+            if not (self.watched or self.joins):
                 yield hooked
                 return
-            with functional_calls_warned(self.method, self.watched, hooked, self.advice):
+            with uncovered_calls_warned(self.method, model, self.watched, self.joins, hooked, self.advice):
                 yield hooked

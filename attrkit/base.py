@@ -7,9 +7,16 @@
 * :class:`PerturbationAttribution` — estimators built from output differences.
 * :class:`LayerAttribution` / :class:`NeuronAttribution` — the same estimators
   re-rooted at a layer, or aimed at one neuron.
+
+Every subclass's ``attribute`` is entered through :func:`_attribute_entry` (set up by
+``__init_subclass__``): the outermost call warns once when the model is left in training
+mode with batch norm or dropout, and deprecated argument names are renamed there.
 """
 from __future__ import annotations
 
+import contextvars
+import functools
+import warnings
 from typing import Callable
 
 import torch
@@ -17,6 +24,43 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _plumbing as plumbing
+from ._hooks import module_of
+
+#: True while an ``attribute`` call runs (methods built from other methods check the model once)
+_ATTRIBUTING = contextvars.ContextVar("attrkit_attributing", default=False)
+_MODE_DEPENDENT = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd)
+
+
+def _attribute_entry(attribute: Callable) -> Callable:
+    """Wrap a class's ``attribute``: rename deprecated arguments; on the outermost call, warn about
+    modules in training mode (cheap: one walk over the model's modules)."""
+    @functools.wraps(attribute)
+    def entry(self, *args, **kwargs):
+        kwargs = self._renamed_arguments(kwargs)
+        if _ATTRIBUTING.get():
+            return attribute(self, *args, **kwargs)
+        token = _ATTRIBUTING.set(True)
+        try:
+            _warn_if_training(self.forward_func, type(self).__name__)
+            return attribute(self, *args, **kwargs)
+        finally:
+            _ATTRIBUTING.reset(token)
+
+    return entry
+
+
+def _warn_if_training(forward_func, method: str):
+    model = module_of(forward_func)
+    if model is None:
+        return
+    for name, module in model.named_modules():
+        if module.training and isinstance(module, _MODE_DEPENDENT) and getattr(module, "p", 1) != 0:
+            warnings.warn(
+                f"{method}: the model is in training mode and `{name}` ({type(module).__name__}) behaves "
+                "differently there (batch statistics, random dropout), so the attributions change from call to "
+                "call and may not explain the model you deploy. Call model.eval() first.",
+                UserWarning, stacklevel=3)
+            return
 
 
 class Attribution:
@@ -39,8 +83,24 @@ class Attribution:
         if multiply_by_inputs is not None:
             self._multiplies_by_inputs = multiply_by_inputs
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "attribute" in cls.__dict__:
+            cls.attribute = _attribute_entry(cls.__dict__["attribute"])
+
     def attribute(self, inputs, *args, **kwargs):  # pragma: no cover - every method overrides it
         raise NotImplementedError
+
+    def attribute_future(self, *args, **kwargs):
+        """Attribute with a ``forward_func`` that returns a ``torch.futures.Future``. Only some
+        perturbation methods support it (as in Captum); the others raise ``NotImplementedError``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not support attribute_future (nor does Captum's); call attribute() "
+            "with a forward_func that returns tensors.")
+
+    def _renamed_arguments(self, kwargs: dict) -> dict:
+        """Deprecated keyword names mapped to the current ones (none here; see :class:`NeuronAttribution`)."""
+        return kwargs
 
     def has_convergence_delta(self) -> bool:
         """Whether ``attribute(..., return_convergence_delta=True)`` is supported."""
@@ -177,6 +237,18 @@ class NeuronAttribution(Attribution):
             raise TypeError(f"`layer` must be a torch.nn.Module, got {type(layer).__name__}.")
         self.layer = layer
         self.device_ids = device_ids
+
+    def _renamed_arguments(self, kwargs: dict) -> dict:
+        """``neuron_index=`` (Captum before 0.6) is a deprecated alias of ``neuron_selector=``."""
+        if "neuron_index" not in kwargs:
+            return kwargs
+        if "neuron_selector" in kwargs:
+            raise TypeError("give `neuron_selector` only (`neuron_index` is its deprecated old name).")
+        warnings.warn("`neuron_index` is deprecated (as in Captum); use `neuron_selector` instead.",
+                      DeprecationWarning, stacklevel=3)
+        kwargs = dict(kwargs)
+        kwargs["neuron_selector"] = kwargs.pop("neuron_index")
+        return kwargs
 
 
 def flatten(attributions) -> tuple[Tensor, ...]:

@@ -63,6 +63,12 @@ def _halves(t: Tensor, module: nn.Module) -> tuple[Tensor, Tensor]:
     return t.chunk(2)
 
 
+def _no_change(dx: Tensor, eps: float) -> Tensor:
+    """Where the input change counts as none: ``|dx| < eps``, with ``eps`` at least the dtype's smallest
+    normal number (1e-10 is 0 in float16, and dividing by a subnormal change overflows)."""
+    return dx.abs() < max(eps, torch.finfo(dx.dtype).tiny)
+
+
 class Rescale(BackwardRule):
     """Secant slope ``(y - y_ref) / (x - x_ref)`` for an elementwise nonlinearity.
 
@@ -76,7 +82,7 @@ class Rescale(BackwardRule):
     def forward(self, module, x, y):
         (x_in, x_ref), (y_in, y_ref) = _halves(x, module), _halves(y, module)
         dx, dy = x_in - x_ref, y_in - y_ref
-        flat = dx.abs() < self.eps
+        flat = _no_change(dx, self.eps)
         slope = dy / torch.where(flat, torch.ones_like(dx), dx)
         return torch.cat([slope, slope]), torch.cat([flat, flat])
 
@@ -143,7 +149,7 @@ class MaxPoolRescale(BackwardRule):
         g = grad.chunk(2)[0]
         routed = _to_positions(g * part_in, i_in, dx) + _to_positions(g * part_ref, i_ref, dx)
         derivative = _to_positions(g, i_in, dx)
-        flat = dx.abs() < self.eps
+        flat = _no_change(dx, self.eps)
         direct = torch.where(flat, derivative, routed / torch.where(flat, torch.ones_like(dx), dx))
         return torch.cat([direct, torch.zeros_like(direct)]), None
 
@@ -176,11 +182,20 @@ _NONLINEAR_FUNCTIONS = {
     F.softmax, torch.softmax, torch.Tensor.softmax, F.log_softmax, torch.log_softmax, torch.Tensor.log_softmax,
     F.max_pool1d, F.max_pool2d, F.max_pool3d,
     F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+    F.layer_norm, torch.layer_norm, F.group_norm, F.rms_norm,  # normalisations by the input's own statistics
+    F.scaled_dot_product_attention, F.multi_head_attention_forward, torch._native_multi_head_attention,
 }
 
+#: Functions that multiply two activations (attention, squeeze-excitation, gating): no DeepLift rule covers them.
+_PRODUCTS = {f: "product" for f in (
+    torch.mul, torch.Tensor.mul, torch.Tensor.mul_, torch.Tensor.__mul__, torch.Tensor.__rmul__,
+    torch.Tensor.__imul__, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.einsum,
+    torch.div, torch.Tensor.div, torch.Tensor.__truediv__,
+)}
 
-_ADVICE = ("The attributions may not add up to f(inputs) - f(baselines); use the module form "
-           "(e.g. nn.ReLU()) or pass DeepLift a `rules=` table that covers it.")
+
+_ADVICE = ("The attributions may not add up to f(inputs) - f(baselines) (see return_convergence_delta); use the "
+           "module form (e.g. nn.ReLU()) or pass DeepLift a `rules=` table that covers it.")
 
 
 def deeplift_rules(rules: dict | None = None, eps: float = 1e-10) -> RuleSet:
@@ -189,7 +204,8 @@ def deeplift_rules(rules: dict | None = None, eps: float = 1e-10) -> RuleSet:
     table = NONLINEAR_RULES if rules is None else rules
     if not isinstance(table, dict):
         raise TypeError(f"`rules` must be a dict of module type -> rule class, got {type(rules).__name__}.")
-    return RuleSet.by_type(table, eps, method="DeepLift", watched=_NONLINEAR_FUNCTIONS, advice=_ADVICE)
+    return RuleSet.by_type(table, eps, method="DeepLift", watched=_NONLINEAR_FUNCTIONS, joins=_PRODUCTS,
+                           advice=_ADVICE)
 
 
 # --------------------------------------------------------------------------- the estimator
@@ -223,7 +239,7 @@ def multipliers(model: nn.Module, forward_func: Callable, inputs: tuple, baselin
 
 def layer_multipliers(model: nn.Module, forward_func: Callable, layer: nn.Module, inputs: tuple,
                       baselines: tuple, target=None, args: tuple = (), eps: float = 1e-10,
-                      attribute_to_input: bool = False, rules: dict | None = None):
+                      attribute_to_input: bool = False, rules: dict | None = None, grad_kwargs: dict | None = None):
     """DeepLift multipliers with respect to ``layer``'s output (or input) and the layer's values.
 
     Returns ``(multipliers, values for the inputs, values for the baselines)``, a
@@ -234,7 +250,7 @@ def layer_multipliers(model: nn.Module, forward_func: Callable, layer: nn.Module
     n = plumbing.batch_size_of(inputs)
     paired = _on_inputs_and_baselines(forward_func, baselines, n)
     grads, values = layer_gradients(paired, layer, inputs, target, args, attribute_to_input,
-                                    rules=deeplift_rules(rules, eps).applied(model))
+                                    rules=deeplift_rules(rules, eps).applied(model), grad_kwargs=grad_kwargs)
     return tuple(g[:n] for g in grads), tuple(v[:n] for v in values), tuple(v[n:] for v in values)
 
 

@@ -91,14 +91,17 @@ def path_steps(
     """Walk the straight path from ``baselines`` to ``inputs``: yield ``(steps, fn(points, target, args))``
     for consecutive groups of ``steps`` (indices into ``alphas``), ``internal_batch_size`` rows at a time.
 
-    Rows of the points (and of what ``fn`` returns) are step-major. :func:`path_integral`
+    Rows of the points (and of what ``fn`` returns) are step-major; integer inputs (uint8 images) are
+    interpolated in floating point. :func:`path_integral`
     reduces the walk with quadrature weights; layer conductance reduces it with
     differences between consecutive steps.
     """
     n = plumbing.batch_size_of(inputs)
     for steps in plumbing.chunks(len(alphas), n, internal_batch_size):
         points = plumbing.path_points(inputs, baselines, [alphas[k] for k in steps])
-        yield steps, fn(points, plumbing.expand_target(target, len(steps)), plumbing.expand_args(args, len(steps)))
+        with plumbing.integer_inputs_explained(inputs):
+            out = fn(points, plumbing.expand_target(target, len(steps)), plumbing.expand_args(args, len(steps)))
+        yield steps, out
 
 
 class IntegratedGradients(GradientAttribution):
@@ -114,6 +117,10 @@ class IntegratedGradients(GradientAttribution):
         forward_func: the model or any callable.
         multiply_by_inputs: multiply the integrated gradient by ``inputs - baselines``
             (the paper's definition). ``False`` gives the "local" integrated gradient.
+
+    A deliberate departure from Captum: with ``method="riemann_trapezoid"`` the step weights
+    sum to 1 here and to (n - 1)/n in Captum, so results are Captum's times n / (n - 1) for
+    ``n_steps`` = n (every method built on this integral shares it); the other methods agree.
 
     Example:
         >>> import torch
@@ -142,9 +149,15 @@ class IntegratedGradients(GradientAttribution):
             return self.gradient_func(self.forward_func, points, t, a)
 
         grads = path_integral(grad_fn, xs, bs, method, n_steps, target, args, internal_batch_size)
-        attrs = tuple(g * (x - b) for g, x, b in zip(grads, xs, bs)) if self.multiplies_by_inputs else grads
+        attrs = times_change(grads, xs, bs) if self.multiplies_by_inputs else grads
         result = plumbing.restore(attrs, is_tuple)
         return self._with_delta(result, return_convergence_delta, attrs, bs, xs, target, args)
+
+
+def times_change(grads: tuple, inputs: tuple, baselines: tuple) -> tuple[Tensor, ...]:
+    """``grads * (inputs - baselines)``, the change taken in floating point (no uint8 wrap-around)."""
+    return tuple(g * (plumbing.floating(x) - plumbing.floating(b)).to(g.dtype)
+                 for g, x, b in zip(grads, inputs, baselines))
 
 
 class InputBaselineXGradient(GradientAttribution):
@@ -175,15 +188,19 @@ class InputBaselineXGradient(GradientAttribution):
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         n = plumbing.batch_size_of(xs)
         alpha = torch.rand(n, device=xs[0].device)
-        points = tuple(b + _rows(alpha, x) * (x - b) for x, b in zip(xs, bs))
-        grads = self.gradient_func(self.forward_func, points, target, args)
-        attrs = tuple(g * (x - b) for g, x, b in zip(grads, xs, bs)) if self.multiplies_by_inputs else grads
+        points = tuple(_point(x, b, alpha) for x, b in zip(xs, bs))
+        with plumbing.integer_inputs_explained(xs, self.forward_func):
+            grads = self.gradient_func(self.forward_func, points, target, args)
+        attrs = times_change(grads, xs, bs) if self.multiplies_by_inputs else grads
         result = plumbing.restore(attrs, is_tuple)
         return self._with_delta(result, return_convergence_delta, attrs, bs, xs, target, args)
 
 
-def _rows(alpha: Tensor, like: Tensor) -> Tensor:
-    return alpha.to(like.dtype).reshape(-1, *([1] * (like.dim() - 1)))
+def _point(x: Tensor, b: Tensor, alpha: Tensor) -> Tensor:
+    """``b + alpha * (x - b)`` with one alpha per example, in floating point (integer inputs too)."""
+    x = plumbing.floating(x)
+    b = plumbing.floating(b).to(x.dtype)
+    return b + alpha.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1))) * (x - b)
 
 
 class GradientShap(GradientAttribution):

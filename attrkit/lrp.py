@@ -53,30 +53,32 @@ class PropagationRule(BackwardRule):
         return {}
 
     def forward(self, module, a, z):
+        inputs = a if isinstance(a, tuple) else (a,)  # a module with several inputs (an addition) gets them all
         with torch.enable_grad():
-            a_ = a.detach().requires_grad_()
-            z_ = _rerun(module, a_, self.parameters(module))
-        return a, a_, z_
+            leaves = tuple(x.detach().requires_grad_() for x in inputs)
+            z_ = _rerun(module, leaves, self.parameters(module))
+        return inputs, leaves, z_, isinstance(a, tuple)
 
     def backward(self, state, relevance):
-        a, a_, z_ = state
+        inputs, leaves, z_, several = state
         z = z_.detach()
         stabilized = z + torch.where(z >= 0, self.STABILITY_FACTOR, -self.STABILITY_FACTOR)
-        (weighted,) = torch.autograd.grad(z_, a_, relevance / stabilized)
-        return a * weighted, None
+        weighted = torch.autograd.grad(z_, leaves, relevance / stabilized)
+        shares = tuple(x * w for x, w in zip(inputs, weighted))
+        return (shares if several else shares[0]), None
 
     def __repr__(self):
         return f"{type(self).__name__}()"
 
 
-def _rerun(module: nn.Module, a: Tensor, parameters: dict) -> Tensor:
-    """``module.forward(a)`` on a shallow twin of the module whose parameters are replaced by
+def _rerun(module: nn.Module, inputs: tuple, parameters: dict) -> Tensor:
+    """``module.forward(*inputs)`` on a shallow twin of the module whose parameters are replaced by
     ``parameters`` and whose buffers (BatchNorm's running statistics) are copies: nothing in
     the model changes, and no hooks run."""
     twin = copy.copy(module)
     twin._parameters = {**module._parameters, **parameters}
     twin._buffers = {name: None if b is None else b.clone() for name, b in module._buffers.items()}
-    return twin.forward(a)
+    return twin.forward(*inputs)
 
 
 def _weight_and_bias(module, weight_fn, zero_bias: bool) -> dict[str, Tensor]:
@@ -149,7 +151,8 @@ class Alpha1_Beta0_Rule(PropagationRule):  # noqa: N801 - Captum's name
 
 class IdentityRule(EpsilonRule):
     """Relevance passes through unchanged (the layer's input and output have the same
-    shape), e.g. for batch norm or an activation.
+    shape), e.g. for batch norm or an activation. A module with several inputs (an
+    addition) splits it by each input's share of the output, so the total is unchanged.
 
     Example:
         >>> from attrkit import IdentityRule
@@ -158,10 +161,14 @@ class IdentityRule(EpsilonRule):
     """
 
     def forward(self, module, a, z):
-        return None
+        return (a, z) if isinstance(a, tuple) else None
 
     def backward(self, state, relevance):
-        return relevance, None
+        if state is None:
+            return relevance, None
+        inputs, z = state  # several inputs (an addition): each gets its share x_i / z of the relevance
+        share = relevance / (z + torch.where(z >= 0, self.STABILITY_FACTOR, -self.STABILITY_FACTOR))
+        return tuple(x * share for x in inputs), None
 
     def __repr__(self):
         return "IdentityRule()"
@@ -196,9 +203,14 @@ def check_rules(model: nn.Module):
     for name, module in model.named_modules():
         rule = getattr(module, "rule", None)
         if rule is not None and not isinstance(rule, PropagationRule):
+            from_captum = type(rule).__module__.split(".")[0] == "captum"
+            left_over = (" from Captum (set by code written for Captum, or left by a Captum LRP call that failed): "
+                         "use the attrkit rule of the same name, or `del module.rule` for the default") \
+                if from_captum else ""
             raise TypeError(
-                f"`{name}.rule` must be an LRP rule (EpsilonRule(), GammaRule(), Alpha1_Beta0_Rule(), "
-                f"IdentityRule() or a PropagationRule subclass), got {type(rule).__name__}."
+                f"`{name or 'model'}.rule` must be an attrkit LRP rule (attrkit.EpsilonRule(), GammaRule(), "
+                f"Alpha1_Beta0_Rule(), IdentityRule() or a PropagationRule subclass), got "
+                f"{type(rule).__name__}{left_over}."
             )
 
 
@@ -213,7 +225,16 @@ def lrp_rules(verbose: bool = False) -> RuleSet:
             print(f"Applied {rule} on layer {module}")
         return rule
 
-    return RuleSet(rule_for)
+    return RuleSet(rule_for, method="LRP", joins=_ADDITIONS, advice=_ADVICE)
+
+
+#: Functions that add two activations (residual connections): relevance is not conserved there.
+_ADDITIONS = {f: "addition" for f in (
+    torch.add, torch.Tensor.add, torch.Tensor.add_, torch.Tensor.__add__, torch.Tensor.__radd__,
+    torch.Tensor.__iadd__, torch.sub, torch.Tensor.sub, torch.Tensor.__sub__,
+)}
+_ADVICE = ("Relevance is not conserved there (a residual connection?): compute it in a module of its own and "
+           "give that module a rule (`module.rule = EpsilonRule()` splits the relevance by each input's share).")
 
 
 # --------------------------------------------------------------------------- LRP

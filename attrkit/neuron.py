@@ -34,7 +34,7 @@ from ._hooks import layer_gradients, neuron_objective, select_neuron
 from .backprop import Deconvolution, GuidedBackprop
 from .base import GradientAttribution, NeuronAttribution, PerturbationAttribution, require_module
 from .deeplift import DeepLift, DeepLiftShap
-from .gradient import GradientShap, IntegratedGradients, Saliency, path_integral
+from .gradient import GradientShap, IntegratedGradients, Saliency, path_integral, times_change
 from .perturbation import FeatureAblation
 
 
@@ -293,8 +293,12 @@ class NeuronConductance(_NeuronMethod):
     r"""Neuron conductance: how much of the target output's change flows through one
     neuron, attributed to the inputs,
     :math:`(x_i - b_i) \int_0^1 \frac{\partial F}{\partial n} \frac{\partial n}{\partial x_i}\, d\alpha`
-    along the straight path from the baseline to the input (trapezoid rule by
+    along the straight path from the baseline to the input (``riemann_trapezoid`` by
     default, as Captum). Summed over the inputs it is the neuron's layer conductance.
+
+    A deliberate departure from Captum: attrkit's trapezoid weights sum to 1, Captum's
+    to (n - 1)/n, so with ``method="riemann_trapezoid"`` (the default) the result is
+    Captum's times n / (n - 1) for ``n_steps`` = n; the other methods agree.
 
     Dhamdhere, Sundararajan & Yan (2018), *How Important Is a Neuron?*,
     https://arxiv.org/abs/1805.12233
@@ -311,21 +315,22 @@ class NeuronConductance(_NeuronMethod):
 
     def attribute(self, inputs, neuron_selector, baselines=None, target=None, additional_forward_args=None,
                   n_steps: int = 50, method: str = "riemann_trapezoid", internal_batch_size: int | None = None,
-                  attribute_to_neuron_input: bool = False):
+                  attribute_to_neuron_input: bool = False, grad_kwargs: dict | None = None):
         xs, is_tuple = plumbing.as_tuple(inputs)
         bs = plumbing.format_baselines(baselines, xs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
 
         def grad_fn(points, t, a):
             return _gradients_through_neuron(self.forward_func, self.layer, neuron_selector,
-                                             attribute_to_neuron_input, points, t, a)
+                                             attribute_to_neuron_input, points, t, a, grad_kwargs)
 
         grads = path_integral(grad_fn, xs, bs, method, n_steps, target, args, internal_batch_size)
-        attrs = tuple(g * (x - b) for g, x, b in zip(grads, xs, bs)) if self.multiplies_by_inputs else grads
+        attrs = times_change(grads, xs, bs) if self.multiplies_by_inputs else grads
         return plumbing.restore(attrs, is_tuple)
 
 
-def _gradients_through_neuron(forward_func, layer, neuron_selector, attribute_to_input, inputs, target, args):
+def _gradients_through_neuron(forward_func, layer, neuron_selector, attribute_to_input, inputs, target, args,
+                              grad_kwargs=None):
     r""":math:`\partial F / \partial n \cdot \partial n / \partial x` at ``inputs``, in one forward pass.
 
     As in Captum, :math:`\partial F / \partial n` is ``neuron_selector`` applied to the
@@ -334,10 +339,10 @@ def _gradients_through_neuron(forward_func, layer, neuron_selector, attribute_to
     leaves = tuple(x.detach().requires_grad_() for x in inputs)
     n = plumbing.batch_size_of(leaves)
     through_layer, values = layer_gradients(forward_func, layer, leaves, target, args, attribute_to_input,
-                                            retain_graph=True)
+                                            retain_graph=True, grad_kwargs=grad_kwargs)
     with torch.enable_grad():
         neuron = plumbing.per_example(select_neuron(_one_or_all(values), neuron_selector), n, "neuron_selector")
-        neuron_per_input = torch.autograd.grad(neuron.sum(), leaves, allow_unused=True)
+        neuron_per_input = torch.autograd.grad(neuron.sum(), leaves, **{"allow_unused": True, **(grad_kwargs or {})})
     output_per_neuron = select_neuron(_one_or_all(through_layer), neuron_selector).reshape(n)
     return tuple((torch.zeros_like(x) if g is None else g) * output_per_neuron.reshape(-1, *([1] * (x.dim() - 1)))
                  for x, g in zip(leaves, neuron_per_input))

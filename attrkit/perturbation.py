@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from . import _plumbing as plumbing
-from ._batching import PerturbationOptions, evaluate_with_reference, feature_masks, spread_units
+from . import _batching
+from ._batching import PerturbationOptions, evaluate_with_reference, feature_masks, progress_label, spread_units
 from .base import PerturbationAttribution
 
 
@@ -71,10 +72,14 @@ class FeatureAblation(PerturbationAttribution):
             chosen = torch.arange(units.start, units.stop, device=maps[0].device)
             return tuple(_replace(x, b, m.unsqueeze(0) == _column(chosen, m)) for x, b, m in zip(xs, bs, maps))
 
-        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, type(self).__name__)
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, progress_label(self))
         diffs = _differences(self.forward_func, xs, build, features.n, target, additional_forward_args, options,
                              features.masks)
         return plumbing.restore(spread_units(diffs, maps, xs), is_tuple)
+
+    def attribute_future(self, *args, **kwargs) -> torch.futures.Future:
+        """:meth:`attribute` with a Future-returning ``forward_func``; a Future of the attributions (as Captum)."""
+        return _batching.attribute_future(self, *args, **kwargs)
 
 
 class Occlusion(FeatureAblation):
@@ -100,9 +105,11 @@ class Occlusion(FeatureAblation):
 
         Args:
             sliding_window_shapes: the window, one size per dimension after the batch (for a 3x32x32 image,
-                e.g. ``(3, 4, 4)``); a tuple of such tuples for a tuple of inputs.
-            strides: the step between windows: an int (every dimension), a tuple per dimension, or one of
-                those per input; default 1. A window at the far edge is cut to fit, as in Captum.
+                e.g. ``(3, 4, 4)``); a tuple of such tuples for a tuple of inputs; or one int, that size
+                along every dimension of every input.
+            strides: the step between windows: an int (every dimension of every input), a tuple per
+                dimension, or one of those per input; default 1. A window at the far edge is cut to fit, as
+                in Captum.
             Other arguments: as in :meth:`FeatureAblation.attribute`.
         """
         xs, is_tuple = plumbing.as_tuple(inputs)
@@ -118,11 +125,13 @@ class Occlusion(FeatureAblation):
             return tuple(_replace(x, b, _window_masks(grid, chosen - start).unsqueeze(1))
                          for x, b, grid, start in zip(xs, bs, grids, starts))
 
-        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, "Occlusion")
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, progress_label(self))
         diffs = _differences(self.forward_func, xs, build, starts[-1], target, additional_forward_args, options)
         attrs = tuple(_spread_windows(diffs[:, start:start + _n_windows(grid)], grid)
                       for grid, start in zip(grids, starts))
         return plumbing.restore(attrs, is_tuple)
+
+    attribute_future = PerturbationAttribution.attribute_future  # raises: not for Occlusion, as in Captum 0.9
 
 
 class FeaturePermutation(FeatureAblation):
@@ -172,7 +181,7 @@ class FeaturePermutation(FeatureAblation):
             return tuple(torch.stack([self.perm_func(x, hit) if hit.any() else x for hit in h])
                          for x, h in zip(xs, hits))
 
-        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, "FeaturePermutation")
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, progress_label(self))
         diffs = _differences(self.forward_func, xs, build, features.n, target, additional_forward_args, options,
                              features.masks)
         return plumbing.restore(spread_units(diffs, maps, xs), is_tuple)
@@ -221,6 +230,8 @@ def _permutations(present: list[list[bool]], n: int, device) -> list[Tensor]:
 
 # --------------------------------------------------------------------------- occlusion windows
 def _window_shapes(shapes, xs: tuple[Tensor, ...]) -> tuple[tuple[int, ...], ...]:
+    if isinstance(shapes, int):  # one size along every dimension of every input
+        shapes = tuple((shapes,) * (x.dim() - 1) for x in xs)
     if not isinstance(shapes, (tuple, list)) or not shapes:
         raise TypeError(f"`sliding_window_shapes` must be a tuple of ints (one per input dimension after the batch), "
                         f"got {shapes!r}.")
@@ -240,7 +251,9 @@ def _window_shapes(shapes, xs: tuple[Tensor, ...]) -> tuple[tuple[int, ...], ...
 def _strides(strides, xs: tuple[Tensor, ...], windows) -> tuple[tuple[int, ...], ...]:
     if strides is None:
         strides = 1
-    if len(xs) == 1 and not (isinstance(strides, tuple) and len(strides) == 1):
+    if isinstance(strides, int):  # one step along every dimension of every input
+        strides = (strides,) * len(xs)
+    elif len(xs) == 1 and not (isinstance(strides, tuple) and len(strides) == 1):
         strides = (strides,)
     if not isinstance(strides, (tuple, list)) or len(strides) != len(xs):
         raise ValueError(f"`strides` must be an int, a tuple per dimension, or one of those per input ({len(xs)}); "

@@ -23,9 +23,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from . import _batching
 from . import _plumbing as plumbing
 from ._batching import (PerturbationOptions, evaluate_perturbations, evaluate_with_reference, feature_masks,
-                        output_mode, reference_output, spread_units, units_per_eval)
+                        output_mode, progress_label, reference_output, spread_units, units_per_eval)
 from .base import PerturbationAttribution
 from .surrogates import Lasso, LinearRegression, Ridge, fit_surrogate, solver_dtype
 
@@ -65,13 +66,17 @@ class ShapleyValueSampling(PerturbationAttribution):
         def coalitions(units: Tensor) -> Tensor:  # unit = (order s, step j): the first j + 1 features of s
             return ranks[units // game.n_features] <= (units % game.n_features).unsqueeze(1)
 
-        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress,
-                                      "ShapleyValueSampling")
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, progress_label(self))
         empty, values = game.play(coalitions, n_samples * game.n_features, options)
-        values = torch.cat([empty.expand(n_samples, 1, -1), values.reshape(n_samples, game.n_features, -1)], 1)
+        values = values.reshape(n_samples, game.n_features, values.shape[1])
+        values = torch.cat([empty.expand(n_samples, 1, -1), values], 1)
         steps = values.diff(dim=1)  # the output change at each step of each order
         shapley = steps.gather(1, ranks.unsqueeze(-1).expand_as(steps)).mean(0)  # (features, outputs)
         return game.spread(shapley.T)
+
+    def attribute_future(self, *args, **kwargs) -> torch.futures.Future:
+        """:meth:`attribute` with a Future-returning ``forward_func``; a Future of the attributions (as Captum)."""
+        return _batching.attribute_future(self, *args, **kwargs)
 
 
 class ShapleyValues(ShapleyValueSampling):
@@ -109,7 +114,7 @@ class ShapleyValues(ShapleyValueSampling):
         def coalitions(units: Tensor) -> Tensor:  # unit = coalition number c: bit f says feature f is in
             return (units.unsqueeze(1) & bits) > 0
 
-        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, "ShapleyValues")
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, progress_label(self))
         _, values = game.play(coalitions, 2**n, options)
         dtype = solver_dtype(values)
         size = torch.arange(n + 1, device=game.device, dtype=dtype)
@@ -140,14 +145,15 @@ class _Game:
     def play(self, coalitions: Callable[[Tensor], Tensor], n_units, options: PerturbationOptions
              ) -> tuple[Tensor, Tensor]:
         """The model's output on the empty coalition (the baselines), ``(outputs,)``, and on the coalitions
-        ``coalitions(units) -> (k, n_features) bool``, ``(n_units, outputs)``."""
+        ``coalitions(units) -> (k, n_features) bool``, ``(n_units, outputs)``; integer outputs as floats."""
         def build(units: range):
             members = coalitions(torch.arange(units.start, units.stop, device=self.device))
             return tuple(torch.where(members[:, m], x.unsqueeze(0), b.unsqueeze(0)).flatten(0, 1)
                          for x, b, m in zip(self.xs, self.bs, self.masks))
 
-        return evaluate_with_reference(self.forward_func, self.bs, build, n_units, self.target, self.args, options,
-                                       self.masks)
+        empty, values = evaluate_with_reference(self.forward_func, self.bs, build, n_units, self.target, self.args,
+                                                options, self.masks)
+        return plumbing.floating(empty), plumbing.floating(values)
 
     def spread(self, values: Tensor):
         return plumbing.restore(spread_units(values, self.masks, self.xs), self.is_tuple)
@@ -220,9 +226,10 @@ class LimeBase(PerturbationAttribution):
         def build(units: range):
             return tuple(torch.cat(parts) for parts in zip(*stacked[units.start:units.stop]))
 
-        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, type(self).__name__)
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, progress_label(self))
         per_eval = units_per_eval(stacked[0], args, len(stacked), False, options)
         y = evaluate_perturbations(self.forward_func, build, len(stacked), per_eval, target, args, 1, options)
+        y = plumbing.floating(y)
         X = torch.cat([torch.as_tensor(i).reshape(1, -1) for i in interps]).to(device=xs[0].device, dtype=y.dtype)
         w = torch.as_tensor(weights, dtype=y.dtype, device=xs[0].device).reshape(1, -1)
         coef = fit_surrogate(self.interpretable_model, X[None], y.reshape(1, -1), w)
@@ -288,13 +295,14 @@ class Lime(LimeBase):
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         reference, activation = reference_output(self.forward_func, xs, target, args, measure=True)
         aggregate, _ = output_mode(reference, plumbing.batch_size_of(xs))
-        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, type(self).__name__)
+        options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, progress_label(self))
         if aggregate and reference.numel() != 1:
             raise ValueError(f"the model output (after `target`) has shape {tuple(reference.shape)}: Lime explains one "
                              f"number per example, or one for the whole batch.")
-        if self.perturb_func is None and hasattr(self.similarity_func, "distance_mode"):
+        if self.perturb_func is None:
             per_eval = units_per_eval(xs, args, n_samples, aggregate, options, activation)
-            coefs = self._fit_all(xs, bs, masks, n_features, aggregate, target, args, n_samples, per_eval, options)
+            coefs = self._fit_all(xs, bs, masks, n_features, aggregate, is_tuple, target, args, n_samples, per_eval,
+                                  options)
         else:
             coefs = self._fit_each(xs, bs, masks, n_features, aggregate, is_tuple, target, args, n_samples, options)
         if not return_input_shape:
@@ -306,41 +314,46 @@ class Lime(LimeBase):
         (drawn as Captum draws them)."""
         return torch.bernoulli(torch.full((rows, n_samples, n_features), 0.5, device=device)).bool()
 
-    def _weights(self, samples: Tensor, original: Tensor, perturbed: Tensor) -> Tensor:
-        """Sample weights ``(rows, k)`` from ``samples`` ``(rows, k, features)``, the flattened inputs
-        ``(rows, d)`` and perturbed inputs ``(k, rows, d)``."""
+    def _weights(self, samples: Tensor, xs, bs, masks, perturbed, is_tuple: bool) -> Tensor:
+        """Sample weights ``(rows, k)`` of ``samples`` ``(rows, k, features)``, whose model inputs are
+        ``perturbed`` (``(k, n, ...)`` per input): attrkit's kernel for all of them at once, a user's
+        ``similarity_func`` sample by sample (:func:`_similarities`)."""
         f = self.similarity_func
-        return _exp_kernel(original.float(), perturbed.float(), f.distance_mode, f.kernel_width).T
+        if not hasattr(f, "distance_mode"):
+            return _similarities(f, samples, xs, bs, masks, perturbed, is_tuple)
+        rows, k = samples.shape[:2]
+        original = torch.cat([x.flatten(1) for x in xs], 1).reshape(rows, -1)
+        flat = torch.cat([p.flatten(2) for p in perturbed], 2).reshape(k, rows, -1)
+        return _exp_kernel(original.float(), flat.float(), f.distance_mode, f.kernel_width).T
 
-    def _fit_all(self, xs, bs, masks, n_features, aggregate, target, args, n_samples, per_eval,
+    def _fit_all(self, xs, bs, masks, n_features, aggregate, is_tuple, target, args, n_samples, per_eval,
                  options: PerturbationOptions) -> Tensor:
         """All examples at once: samples drawn together, evaluated in shared batches, fitted together."""
         n = plumbing.batch_size_of(xs)
         rows = 1 if aggregate else n
         samples = self._draw(rows, n_samples, n_features, xs[0].device)
         weights = torch.zeros(rows, n_samples, device=xs[0].device)
-        original = torch.cat([x.flatten(1) for x in xs], 1).reshape(rows, -1)
 
         def build(units: range):
             chosen = samples[:, units.start:units.stop]
             perturbed = _switch(chosen.transpose(0, 1), xs, bs, masks)
-            flat = torch.cat([p.flatten(2) for p in perturbed], 2).reshape(len(units), rows, -1)
-            weights[:, units.start:units.stop] = self._weights(chosen, original, flat)
+            weights[:, units.start:units.stop] = self._weights(chosen, xs, bs, masks, perturbed, is_tuple)
             return tuple(p.flatten(0, 1) for p in perturbed)
 
         y = evaluate_perturbations(self.forward_func, build, n_samples, per_eval, target, args, rows, options)
+        y = plumbing.floating(y)  # integer outputs: fitted in floats, the kernel weights kept fractional
         return fit_surrogate(self.interpretable_model, samples.to(y.dtype), y.T, weights.to(y.dtype))
 
     def _fit_each(self, xs, bs, masks, n_features, aggregate, is_tuple, target, args, n_samples,
                   options: PerturbationOptions) -> Tensor:
-        """One example at a time through :meth:`LimeBase.attribute` (custom sampling or similarity)."""
+        """One example at a time through :meth:`LimeBase.attribute` (a custom ``perturb_func``)."""
         n = plumbing.batch_size_of(xs)
         coefs = []
         for i in [None] if aggregate else range(n):
-            pick = (lambda t: t) if i is None else (lambda t: t[i:i + 1] if t.shape[0] == n else t)
+            pick = lambda t: _example(t, i, n)  # noqa: E731
             coefs.append(LimeBase.attribute(
                 self, plumbing.restore([pick(x) for x in xs], is_tuple), target=_example_target(target, i, n),
-                additional_forward_args=tuple(pick(a) if isinstance(a, Tensor) and a.dim() else a for a in args),
+                additional_forward_args=tuple(pick(a) for a in args),
                 n_samples=n_samples, perturbations_per_eval=options.perturbations_per_eval,
                 show_progress=options.show_progress, max_batch_memory_mb=options.max_batch_memory_mb,
                 baselines=plumbing.restore([pick(b) for b in bs], is_tuple),
@@ -383,7 +396,7 @@ class KernelShap(Lime):
             samples[:, 2:] = keys <= keys.sort(-1).values.gather(-1, sizes)
         return samples
 
-    def _weights(self, samples, original, perturbed):
+    def _weights(self, samples, *_):
         ends = samples.all(-1) | ~samples.any(-1)
         return torch.where(ends, self.inf_weight, 1.0)
 
@@ -407,6 +420,28 @@ def _from_interpretable(sample, original, **kwargs):
     masks, bases = plumbing.as_tuple(kwargs["feature_mask"])[0], plumbing.as_tuple(kwargs["baselines"])[0]
     on = [torch.as_tensor(sample).reshape(-1)[m].bool() for m in masks]
     return plumbing.restore([torch.where(o, x, b) for o, x, b in zip(on, xs, bases)], is_tuple)
+
+
+def _similarities(f: Callable, samples: Tensor, xs, bs, masks, perturbed, is_tuple: bool) -> Tensor:
+    """A user's ``similarity_func`` called as Captum's Lime calls it, once per example and sample:
+    ``f(example, perturbed example, (1, features) sample, baselines=, feature_mask=, num_interp_features=)``
+    (with one row of samples for the batch, the example is the whole batch). Returns ``(rows, k)``."""
+    (rows, k, n_features), n = samples.shape, plumbing.batch_size_of(xs)
+    values = []
+    for r in range(rows):
+        i = None if rows == 1 else r
+        example = lambda ts: plumbing.restore([_example(t, i, n) for t in ts], is_tuple)  # noqa: E731
+        context = dict(baselines=example(bs), feature_mask=example(masks), num_interp_features=n_features)
+        values.append([float(torch.as_tensor(f(example(xs), example([p[j] for p in perturbed]),
+                                               samples[r, j:j + 1].float(), **context))) for j in range(k)])
+    return torch.tensor(values, device=samples.device).reshape(rows, k)
+
+
+def _example(t, i, n):
+    """Example ``i`` of ``t`` (batch dimension kept); all of ``t`` for ``i=None`` or when the batch shares it."""
+    if i is None or not isinstance(t, Tensor) or t.dim() == 0 or t.shape[0] != n:
+        return t
+    return t[i:i + 1]
 
 
 def _example_target(target, i, n):

@@ -7,11 +7,16 @@
 Each solves sklearn's problem with sample weights and an intercept: ``solve(X, y, w)`` takes ``X``
 ``(B, samples, features)``, ``y`` and ``w`` ``(B, samples)`` and returns the coefficients ``(B, features)``.
 ``fit(dataloader)`` / ``representation()`` are Captum's interpretable-model interface, so these work in
-Captum's ``Lime`` too, and any object with that interface works as attrkit's ``interpretable_model``.
-Computations run in float64 (float32 on MPS, which has no float64) on the data's device.
+Captum's ``Lime`` too, and any object with that interface works as attrkit's ``interpretable_model``; so does
+a scikit-learn-style estimator (``fit(X, y, sample_weight=...)`` and ``coef_``), which gets numpy arrays.
+Computations run in float64 (float32 on MPS, which has no float64) on the data's device, whatever the
+model's dtype: a float16 model's samples and weights are fitted in float64 too (Captum fits in float32).
+An infinite sample weight (KernelSHAP's 10^6 weight on the empty and full coalitions overflows float16)
+counts as 10^6 times the largest finite weight, the constraint it stands for.
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -107,9 +112,17 @@ def _times(matrix: Tensor, vectors: Tensor) -> Tensor:
     return (matrix @ vectors.unsqueeze(-1)).squeeze(-1)
 
 
+def _finite_weights(w: Tensor) -> Tensor:
+    """Infinite weights (a large weight that overflowed a low-precision dtype) -> 10^6 times the largest
+    finite weight of their problem (1 if there is none)."""
+    infinite = torch.isinf(w)
+    largest = torch.where(infinite, 0, w).amax(-1, keepdim=True).clamp(min=1.0) if w.numel() else w
+    return torch.where(infinite, 1e6 * largest, w)
+
+
 def _centred(X: Tensor, y: Tensor, w: Tensor):
     dtype = solver_dtype(X)
-    X, y, w = X.to(dtype), y.to(dtype), w.to(dtype)
+    X, y, w = X.to(dtype), y.to(dtype), _finite_weights(w.to(dtype))
     total = w.sum(1, keepdim=True)
     X_mean = (w.unsqueeze(-1) * X).sum(1, keepdim=True) / total.unsqueeze(-1)
     y_mean = (w * y).sum(1, keepdim=True) / total
@@ -122,11 +135,32 @@ def _with_weights(batch):
 
 
 def fit_surrogate(model, X: Tensor, y: Tensor, w: Tensor) -> Tensor:
-    """Coefficients ``(B, features)``: batched for attrkit's surrogates, one ``fit`` per problem otherwise."""
+    """Coefficients ``(B, features)``: batched for attrkit's surrogates; otherwise one fit per problem, in
+    float32 at least: Captum's interface (``fit(DataLoader)``, ``representation()``) or a scikit-learn-style
+    estimator (``fit(X, y, sample_weight=w)`` on numpy arrays, then ``coef_``)."""
+    # coefficients in the outputs' floating dtype (a model with integer outputs still has fractional ones)
+    out_dtype = y.dtype if y.is_floating_point() else torch.get_default_dtype()
     if hasattr(model, "solve"):
-        return model.solve(X, y, w).to(y.dtype)
+        return model.solve(X, y, w).to(out_dtype)
+    fit_dtype = torch.promote_types(y.dtype, torch.float32)
+    X, y32, w = X.to(fit_dtype), y.to(fit_dtype), _finite_weights(w.to(fit_dtype))
     coefs = []
-    for Xb, yb, wb in zip(X.float(), y.float(), w.float()):
-        model.fit(DataLoader(TensorDataset(Xb, yb, wb), batch_size=len(yb)))
-        coefs.append(torch.as_tensor(model.representation()).reshape(-1).to(device=y.device, dtype=y.dtype))
+    for Xb, yb, wb in zip(X, y32, w):
+        if _sklearn_style(model):  # a numpy estimator: the arrays go to the CPU because it can only read those
+            model.fit(Xb.detach().cpu().numpy(), yb.detach().cpu().numpy(), sample_weight=wb.detach().cpu().numpy())
+            coef = model.coef_
+        else:
+            model.fit(DataLoader(TensorDataset(Xb, yb, wb), batch_size=len(yb)))
+            coef = model.representation()
+        coefs.append(torch.as_tensor(coef).reshape(-1).to(device=y.device, dtype=out_dtype))
     return torch.stack(coefs)
+
+
+def _sklearn_style(model) -> bool:
+    """A scikit-learn-style estimator: no ``representation()``, a ``fit`` that takes ``sample_weight``."""
+    if hasattr(model, "representation"):
+        return False
+    try:
+        return "sample_weight" in inspect.signature(model.fit).parameters
+    except (TypeError, ValueError):
+        return False

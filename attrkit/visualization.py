@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Optional, Sequence
 
 import matplotlib
@@ -49,10 +50,43 @@ _IMAGE_METHODS = ("heat_map", "blended_heat_map", "original_image", "masked_imag
 _SERIES_METHODS = ("overlay_individual", "overlay_combined", "colored_graph")
 
 
+class ImageVisualizationMethod(Enum):
+    """The ``method`` names of :func:`visualize_image_attr` (Captum's enum, same names and values).
+    The functions take a member or its name: ``ImageVisualizationMethod["heat_map"]`` or ``"heat_map"``."""
+    heat_map = 1
+    blended_heat_map = 2
+    original_image = 3
+    masked_image = 4
+    alpha_scaling = 5
+
+
+class TimeseriesVisualizationMethod(Enum):
+    """The ``method`` names of :func:`visualize_timeseries_attr` (Captum's enum, same names and values)."""
+    overlay_individual = 1
+    overlay_combined = 2
+    colored_graph = 3
+
+
+class VisualizeSign(Enum):
+    """The ``sign`` names of :func:`normalize_attr` and the drawing functions (Captum's enum, same values).
+
+    >>> [s.name for s in VisualizeSign]
+    ['positive', 'absolute_value', 'negative', 'all']
+    """
+    positive = 1
+    absolute_value = 2
+    negative = 3
+    all = 4
+
+
 # ----------------------------------------------------------------- array plumbing
-def _check_choice(name: str, value: str, choices) -> None:
+def _check_choice(name: str, value, choices) -> str:
+    """The choice's name: a string from ``choices``, or a member of one of the enums below."""
+    if isinstance(value, Enum):
+        value = value.name
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+    return value
 
 
 def _as_numpy(x) -> np.ndarray:
@@ -141,7 +175,7 @@ def normalize_attr(attr, sign: str = "absolute_value", outlier_perc: float = 2) 
     >>> normalize_attr(np.zeros((2, 2))).max()
     np.float64(0.0)
     """
-    _check_choice("sign", sign, _SIGNS)
+    sign = _check_choice("sign", sign, _SIGNS)
     if not 0 <= outlier_perc <= 100:
         raise ValueError(f"outlier_perc must lie in [0, 100]; got {outlier_perc}")
     a = np.nan_to_num(_as_numpy(attr).astype(np.float64), nan=0.0)
@@ -224,8 +258,8 @@ def visualize_image_attr(attr, original_image=None, method: str = "heat_map",
     >>> fig, ax = visualize_image_attr(torch.randn(3, 8, 8), torch.rand(3, 8, 8),
     ...                                "blended_heat_map", "all", use_pyplot=False)
     """
-    _check_choice("method", method, _IMAGE_METHODS)
-    _check_choice("sign", sign, _SIGNS)
+    method = _check_choice("method", method, _IMAGE_METHODS)
+    sign = _check_choice("sign", sign, _SIGNS)
     a = _hwc(attr, "attr")
     a = a.sum(axis=2) if a.ndim == 3 else a
     img = None if original_image is None else to_hwc_image(original_image, mean, std)
@@ -326,8 +360,8 @@ def visualize_timeseries_attr(attr, data, x_values=None, method: str = "overlay_
     >>> fig, axes = visualize_timeseries_attr(series * 2, series, method="colored_graph",
     ...                                       sign="all", use_pyplot=False)
     """
-    _check_choice("method", method, _SERIES_METHODS)
-    _check_choice("sign", sign, _SIGNS)
+    method = _check_choice("method", method, _SERIES_METHODS)
+    sign = _check_choice("sign", sign, _SIGNS)
     a, d = (_channels_first(v, n, channels_last) for v, n in ((attr, "attr"), (data, "data")))
     if a.shape != d.shape:
         raise ValueError(f"attr and data must have the same shape; got {a.shape} and {d.shape} "
@@ -411,6 +445,38 @@ def _plain(x) -> Any:
     if isinstance(x, torch.Tensor) and x.numel() == 1 or isinstance(x, np.ndarray) and x.size == 1:
         return x.item()
     return x
+
+
+def format_special_tokens(token: str) -> str:
+    """``"<s>"`` -> ``"#s"``: a tokenizer's special token, shown so that HTML does not swallow it."""
+    if token.startswith("<") and token.endswith(">"):
+        return "#" + token.strip("<>")
+    return token
+
+
+def format_word_importances(words: Sequence[str], importances) -> str:
+    """One HTML table cell (``<td>...</td>``) with each word on a background coloured by its importance
+    (green positive, red negative, clipped to [-1, 1]), as the last column of :func:`visualize_text` uses.
+
+    ``importances``: a sequence, a 1-D array or a 1-D tensor with at least one value per word; none or an
+    empty one gives an empty cell. Special tokens such as ``<s>`` are shown as ``#s``; words are HTML-escaped.
+
+    >>> format_word_importances(["good"], [0.5]).startswith('<td><mark style="background-color: hsl(120')
+    True
+    >>> format_word_importances([], [])
+    '<td></td>'
+    """
+    if importances is None or len(importances) == 0:
+        return "<td></td>"
+    values = np.nan_to_num(_as_numpy(importances).astype(np.float64))
+    if values.ndim != 1:
+        raise ValueError(f"importances must be 1-D (one value per word); got shape {values.shape}")
+    if len(words) > values.size:
+        raise ValueError(f"importances has {values.size} values for {len(words)} words; give one per word")
+    marks = "".join(f'<mark style="background-color: {_word_colour(v)}; opacity:1.0; line-height:1.75">'
+                    f'<font color="black"> {html.escape(format_special_tokens(str(w)))} </font></mark>'
+                    for w, v in zip(words, values))
+    return f"<td>{marks}</td>"
 
 
 def _record_row(r: VisualizationDataRecord) -> str:

@@ -8,7 +8,7 @@ from typing import Callable
 
 from torch import Tensor
 
-from .._hooks import layer_as_variable, layer_values
+from .._hooks import flat_layer_values, layer_as_variable, layer_values
 from ..base import GradientAttribution, LayerAttribution
 
 
@@ -42,7 +42,8 @@ class LayerSpace:
         self.model_args = (*inputs, *args)
 
     def _values(self, layer, inputs: tuple) -> tuple[Tensor, ...]:
-        return layer_values(self.forward_func, layer, inputs, self.args, self.to_input)[0]
+        values = layer_values(self.forward_func, layer, inputs, self.args, self.to_input)[0]
+        return flat_layer_values(values, self.forward_func, layer, self.to_input, allow_none=False)
 
     def values_at(self, inputs: tuple) -> tuple[Tensor, ...]:
         """The layers' activations (flattened like ``self.inputs``) when the model runs on other inputs."""

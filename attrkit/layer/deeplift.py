@@ -72,7 +72,7 @@ class LayerDeepLift(LayerGradientAttribution):
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
-                  custom_attribution_func: Callable | None = None):
+                  custom_attribution_func: Callable | None = None, grad_kwargs: dict | None = None):
         """Attribute the target output to the layer's neurons.
 
         Args:
@@ -83,12 +83,13 @@ class LayerDeepLift(LayerGradientAttribution):
             custom_attribution_func: replaces ``multipliers * (a(x) - a(b))``; called with
                 (multipliers), (multipliers, a(x)) or (multipliers, a(x), a(b)), tuples over the
                 layer's tensors, and returns a tuple.
+            grad_kwargs: keyword arguments for ``torch.autograd.grad``.
         """
         xs, _ = plumbing.as_tuple(inputs)
         bs = plumbing.format_baselines(baselines, xs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         mults, at_x, at_b = layer_multipliers(self.model, self.forward_func, self.layer, xs, bs, target, args,
-                                              self.eps, attribute_to_layer_input, self.rules)
+                                              self.eps, attribute_to_layer_input, self.rules, grad_kwargs)
         attrs = attributions_from_multipliers(mults, at_x, at_b, custom_attribution_func, self.multiplies_by_inputs)
         return self._with_delta(layer_result(attrs), return_convergence_delta, attrs, bs, xs, target, args)
 

@@ -26,6 +26,7 @@ neurons (:mod:`attrkit.layer.perturbation`) and LayerLRP (:mod:`attrkit.layer.lr
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from typing import Callable
 
 import torch
@@ -95,12 +96,14 @@ class LayerGradientXActivation(LayerGradientAttribution):
                  memory_efficient: bool = False):
         super().__init__(forward_func, layer, device_ids, multiply_by_inputs)
 
-    def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False):
+    def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False,
+                  grad_kwargs: dict | None = None):
         xs, _ = plumbing.as_tuple(inputs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
 
         def one(layer):
-            grads, acts = layer_gradients(self.forward_func, layer, xs, target, args, attribute_to_layer_input)
+            grads, acts = layer_gradients(self.forward_func, layer, xs, target, args, attribute_to_layer_input,
+                                          grad_kwargs=grad_kwargs)
             return layer_result(tuple(g * a for g, a in zip(grads, acts)) if self.multiplies_by_inputs else grads)
 
         return self._for_each_layer(one)
@@ -127,10 +130,11 @@ class LayerGradCam(LayerGradientAttribution):
     """
 
     def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False,
-                  relu_attributions: bool = False, attr_dim_summation: bool = True):
+                  relu_attributions: bool = False, attr_dim_summation: bool = True, grad_kwargs: dict | None = None):
         xs, _ = plumbing.as_tuple(inputs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
-        grads, acts = layer_gradients(self.forward_func, self.layer, xs, target, args, attribute_to_layer_input)
+        grads, acts = layer_gradients(self.forward_func, self.layer, xs, target, args, attribute_to_layer_input,
+                                      grad_kwargs=grad_kwargs)
 
         def cam(g: Tensor, a: Tensor) -> Tensor:
             channel_weights = g.mean(dim=tuple(range(2, g.dim())), keepdim=True) if g.dim() > 2 else g
@@ -167,11 +171,12 @@ class InternalInfluence(LayerGradientAttribution):
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
-                  attribute_to_layer_input: bool = False):
+                  attribute_to_layer_input: bool = False, grad_kwargs: dict | None = None):
         xs, bs, target, args = _path_arguments(inputs, baselines, target, additional_forward_args, n_steps)
 
         def layer_grads(points, t, a):
-            return layer_gradients(self.forward_func, self.layer, points, t, a, attribute_to_layer_input)[0]
+            return layer_gradients(self.forward_func, self.layer, points, t, a, attribute_to_layer_input,
+                                   grad_kwargs=grad_kwargs)[0]
 
         return layer_result(path_integral(layer_grads, xs, bs, method, n_steps, target, args, internal_batch_size))
 
@@ -210,13 +215,15 @@ class LayerConductance(LayerGradientAttribution):
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
-                  return_convergence_delta: bool = False, attribute_to_layer_input: bool = False):
+                  return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
+                  grad_kwargs: dict | None = None):
         xs, bs, target, args = _path_arguments(inputs, baselines, target, additional_forward_args, n_steps)
         _, alphas = plumbing.integration_rule(method, n_steps + 1)
         n = plumbing.batch_size_of(xs)
 
         def grads_and_values(points, t, a):
-            grads, values = layer_gradients(self.forward_func, self.layer, points, t, a, attribute_to_layer_input)
+            grads, values = layer_gradients(self.forward_func, self.layer, points, t, a, attribute_to_layer_input,
+                                            grad_kwargs=grad_kwargs)
             return grads + values
 
         total = previous = None
@@ -266,10 +273,12 @@ class LayerIntegratedGradients(LayerGradientAttribution):
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
-                  return_convergence_delta: bool = False, attribute_to_layer_input: bool = False):
+                  return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
+                  grad_kwargs: dict | None = None):
         xs, bs, target, args = _path_arguments(inputs, baselines, target, additional_forward_args, n_steps)
         space = LayerSpace(self.forward_func, self._layers(), xs, args, attribute_to_layer_input)
         ig = IntegratedGradients(space.function, self.multiplies_by_inputs)
+        ig.gradient_func = partial(plumbing.gradients, grad_kwargs=grad_kwargs)
         attrs = ig.attribute(space.inputs, space.values_at(bs), target=target,
                              additional_forward_args=space.model_args, n_steps=n_steps, method=method,
                              internal_batch_size=internal_batch_size)
@@ -280,26 +289,37 @@ class LayerIntegratedGradients(LayerGradientAttribution):
 # --------------------------------------------------------------------------- expectations
 class _LayerInputBaselineXGradient(LayerGradientAttribution):
     """The layer gradient at one random point between input and baseline, times the change
-    of the layer's activation from baseline to input: one sample of :class:`LayerGradientShap`."""
+    of the layer's activation from baseline to input: one sample of :class:`LayerGradientShap`.
+
+    Several layers (a list) share the random point; the result is one flat tuple over all
+    the layers' tensors, and ``sizes`` says how many tensors each layer has."""
 
     _has_convergence_delta = True
+    _accepts_layer_list = True
 
     def __init__(self, forward_func: Callable, layer, multiply_by_inputs: bool = True):
         super().__init__(forward_func, layer, multiply_by_inputs=multiply_by_inputs)
+        self.sizes: list[int] = []
 
     def attribute(self, inputs, baselines, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False, attribute_to_layer_input: bool = False):
         xs, _ = plumbing.as_tuple(inputs)
         bs = plumbing.format_baselines(baselines, xs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
+
+        def flat_layer_gradients(f, points, t, a):
+            grads = layer_gradients(f, self._layers(), points, t, a, attribute_to_layer_input)[0]
+            self.sizes = [len(g) for g in grads]
+            return tuple(g for gs in grads for g in gs)
+
         at_random_point = InputBaselineXGradient(self.forward_func, multiply_by_inputs=False)
-        at_random_point.gradient_func = lambda f, points, t, a: layer_gradients(
-            f, self.layer, points, t, a, attribute_to_layer_input)[0]
+        at_random_point.gradient_func = flat_layer_gradients
         attrs = at_random_point.attribute(xs, bs, target=target, additional_forward_args=args)
         if self.multiplies_by_inputs:
-            at_x = layer_values(self.forward_func, self.layer, xs, args, attribute_to_layer_input)[0]
-            at_b = layer_values(self.forward_func, self.layer, bs, args, attribute_to_layer_input)[0]
-            attrs = tuple(g * (x - b) for g, x, b in zip(attrs, at_x, at_b))
+            def values(points):
+                return [v for layer in self._layers()
+                        for v in layer_values(self.forward_func, layer, points, args, attribute_to_layer_input)[0]]
+            attrs = tuple(g * (x - b) for g, x, b in zip(attrs, values(xs), values(bs)))
         return self._with_delta(attrs, return_convergence_delta, attrs, bs, xs, target, args)
 
 
@@ -307,6 +327,10 @@ class LayerGradientShap(LayerGradientAttribution):
     r"""GradientSHAP at a layer: the expected layer gradient at random points between
     (noisy) inputs and baselines drawn from a reference distribution, times the
     change of the layer's activation from baseline to input.
+
+    Several layers can be given as a list: they share the random draws, and a list
+    comes back with, for each layer, what a call with that layer alone gives for the
+    same draws (Captum 0.9 fails on a list).
 
     Lundberg & Lee (2017), *A Unified Approach to Interpreting Model Predictions*,
     https://arxiv.org/abs/1705.07874
@@ -322,6 +346,7 @@ class LayerGradientShap(LayerGradientAttribution):
     """
 
     _has_convergence_delta = True
+    _accepts_layer_list = True
 
     def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool = True):
         super().__init__(forward_func, layer, device_ids, multiply_by_inputs)
@@ -337,9 +362,13 @@ class LayerGradientShap(LayerGradientAttribution):
             additional_forward_args=additional_forward_args, return_convergence_delta=return_convergence_delta,
             attribute_to_layer_input=attribute_to_layer_input,
         )
-        if not return_convergence_delta:
-            return layer_result(out)
-        return layer_result(out[0]), out[1]
+        attrs, delta = out if return_convergence_delta else (out, None)
+        flat, per_layer = plumbing.as_tuple(attrs)[0], []
+        for size in one_sample.sizes:
+            per_layer.append(layer_result(flat[:size]))
+            flat = flat[size:]
+        result = per_layer if isinstance(self.layer, list) else per_layer[0]
+        return (result, delta) if return_convergence_delta else result
 
 
 # --------------------------------------------------------------------------- combined

@@ -39,6 +39,9 @@ def pixel_flipping(
     The followed score is the ``target`` class's probability (``score="softmax"``,
     as in RISE; comparable across models, bounded in [0, 1]) or its raw output
     (``score="logit"``, as in Samek et al.; linear in the features of a linear model).
+    A binary classifier with one logit per example, output ``(N, 1)``, is followed through the
+    logit's sigmoid under ``score="softmax"`` (the positive class's probability — a softmax over
+    one class would be the constant 1 for every map).
 
     Images: for inputs with 4 or more dimensions ``(N, C, H, W)`` a feature is a
     *pixel*: pixels are ranked by the attribution summed over channels, and all
@@ -161,6 +164,8 @@ def _scores(model, points, target, args, score: str, k: int, n: int) -> Tensor:
             shape = tuple(output.shape) if isinstance(output, Tensor) else type(output).__name__
             raise ValueError(f"`score='softmax'` needs an (N, classes) output; the model returned {shape}. "
                              "Use `score='logit'`.")
-        output = output.softmax(dim=1)
+        # One logit per example, (N, 1): softmax over one class is constantly 1, which would hide every
+        # difference between maps; the logit's sigmoid is the probability of the positive class instead.
+        output = output.sigmoid() if output.shape[1] == 1 else output.softmax(dim=1)
     selected = plumbing.select_target(output, plumbing.expand_target(target, k))
     return plumbing.per_example(selected, k * n).reshape(k, n)

@@ -112,6 +112,9 @@ CASES = [
     Case("deepliftshap-two-input", "DeepLiftShap", TwoInputModel, _pair,
          {"baselines": (torch.randn(3, 4), torch.randn(3, 4)), "target": 0,
           "additional_forward_args": (torch.linspace(0.5, 1.5, 5)[:, None],), **_delta}),
+    # issue 15: baselines given as a function of the inputs (Captum calls it with the inputs)
+    Case("deepliftshap-cnn-baselines-fn", "DeepLiftShap", oracle_cnn, _img,
+         {"baselines": lambda inputs: torch.linspace(-0.2, 0.2, 4 * 64).reshape(4, 1, 8, 8), "target": 1, **_delta}),
     Case("deepliftshap-residual", "DeepLiftShap", ResidualCNN, _rgb,
          {"baselines": torch.rand(3, 3, 16, 16), "target": 2}, oracle="none"),
     # guided backpropagation and deconvolution (Captum's tensor hooks cope with reuse here)

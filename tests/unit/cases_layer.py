@@ -156,6 +156,9 @@ LAYER_CASES = [
     # LayerDeepLiftShap
     Case("layer-deepliftshap-conv2", "LayerDeepLiftShap", _dl, _img,
          {"baselines": _dl_distribution, "target": [1, 0, 2], **_delta}, layer="conv2"),
+    # issue 15: baselines given as a function of the inputs
+    Case("layer-deepliftshap-conv2-baselines-fn", "LayerDeepLiftShap", _dl, _img,
+         {"baselines": lambda inputs: _dl_distribution, "target": 2, **_delta}, layer="conv2"),
     Case("layer-deepliftshap-split-tuple", "LayerDeepLiftShap", _branch, _img_tuple,
          {"baselines": (_dl_distribution,), "target": 0}, layer="split"),
     # LayerFeatureAblation

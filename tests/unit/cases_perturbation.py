@@ -50,6 +50,9 @@ CASES = [
          bad_kwargs={"baselines": torch.zeros(2, 8)}),
     Case("ablation-two-input-shared-feature", "FeatureAblation", TwoInputModel, _pair,
          {"target": 2, "feature_mask": _pair_mask, "baselines": (0.1, torch.randn(1, 4)), **_pair_args}, **_ppe),
+    # issue 15: sparse feature ids (1, 3, 4, 6 and 8 name no element), as Captum allows
+    Case("ablation-mlp-sparse-ids", "FeatureAblation", MLP, lambda: torch.randn(4, 10),
+         {"target": 1, "feature_mask": torch.tensor([[0, 0, 5, 5, 2, 2, 9, 9, 7, 7]])}, **_ppe),
     # ---------------------------------------------------------------- Occlusion
     Case("occlusion-cnn", "Occlusion", SmallCNN, _img,
          {"target": 1, "sliding_window_shapes": (1, 3, 3), "strides": (1, 2, 2)}, **_ppe,

@@ -140,6 +140,36 @@ def test_functional_nonlinearities_are_named_in_a_warning():
         DeepLift(TwoInputModel()).attribute((torch.randn(2, 4), torch.randn(2, 4)), target=0)
 
 
+class _Gate(nn.Module):  # squeeze-excitation in miniature: the input times a function of itself
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc, self.gate, self.out = nn.Linear(4, 4), nn.Sigmoid(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(x * self.gate(self.fc(x)))
+
+
+def test_a_product_of_two_activations_is_named_in_a_warning():
+    with pytest.warns(UserWarning, match=r"product of two activations \(Tensor\.mul in _Gate\.forward\)"):
+        DeepLift(_Gate().eval()).attribute(torch.randn(2, 4), target=0)
+
+
+def test_modules_without_a_rule_are_named_by_their_place_in_the_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    with pytest.warns(UserWarning, match=r"`1` \(LayerNorm\) has no DeepLift rule"):
+        DeepLift(model).attribute(torch.randn(2, 3), target=0)
+
+
+def test_covered_models_give_no_warning():  # products with weights, rules on every nonlinearity: silent
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        DeepLift(SmallCNN().eval()).attribute(torch.rand(2, 1, 8, 8), target=0)
+        DeepLift(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.ReLU()).eval()).attribute(
+            torch.rand(3, 4), target=0)
+
+
 class Swish(nn.Module):
     def forward(self, x):
         return x * torch.sigmoid(x)

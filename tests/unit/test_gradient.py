@@ -203,3 +203,23 @@ def test_public_names_match_captum():
                  "Attribution", "GradientAttribution", "LayerAttribution", "NeuronAttribution",
                  "PerturbationAttribution"]:
         assert hasattr(attrkit, name) and hasattr(captum.attr, name)
+
+
+def test_train_mode_warning_names_the_module_once_per_call():
+    import warnings
+
+    from attrkit import GradientShap, LayerIntegratedGradients
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 2)).train()
+    x = torch.rand(3, 4)
+    for method, kwargs in ((GradientShap(model), {"baselines": torch.zeros(2, 4)}),  # built on two methods
+                           (LayerIntegratedGradients(model, model[0]), {"n_steps": 4})):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            method.attribute(x, target=0, **kwargs)
+        train = [str(w.message) for w in caught if "training mode" in str(w.message)]
+        assert len(train) == 1 and "`1` (Dropout)" in train[0] and type(method).__name__ in train[0]
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GradientShap(model).attribute(x, baselines=torch.zeros(2, 4), target=0)

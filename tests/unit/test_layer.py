@@ -302,3 +302,21 @@ def test_bad_arguments_of_the_deeplift_and_ablation_layer_methods_are_named():
     with pytest.raises(ValueError, match="at least 2 examples"):
         LayerFeaturePermutation(model, model.conv2).attribute(_img(1), target=0)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+class _LSTMNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lstm, self.fc = nn.LSTM(3, 4, batch_first=True), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(self.lstm(x)[0][:, -1])
+
+
+@pytest.mark.parametrize("method", [LayerConductance, InternalInfluence, LayerGradientXActivation],
+                         ids=lambda m: m.__name__)
+def test_a_nested_tuple_layer_output_is_an_error_naming_the_layer(method):
+    model = _LSTMNet()
+    with pytest.raises(TypeError, match=r"layer `lstm` \(LSTM\)"):
+        method(model, model.lstm).attribute(torch.randn(2, 5, 3), target=0)

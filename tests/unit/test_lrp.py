@@ -151,6 +151,60 @@ def test_bad_rules_and_models_are_named():
         LayerLRP(mlp(), "0")
 
 
+class _Add(nn.Module):
+    def forward(self, a, b):
+        return a + b
+
+
+class _Branches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
+        self.add, self.head = _Add(), nn.Linear(4, 2, bias=False)
+
+    def forward(self, x):
+        return self.head(self.add(self.a(x), self.b(x)))
+
+
+@pytest.mark.parametrize("rule", [IdentityRule(), EpsilonRule(1e-9)], ids=["identity", "epsilon"])
+def test_an_addition_module_splits_relevance_by_each_inputs_share(rule):
+    model, x = _Branches(), torch.rand(3, 4)
+    model.add.rule = rule
+    for m in (model.a, model.b, model.head):
+        m.rule = EpsilonRule(1e-9)
+    attr, delta = LRP(model).attribute(x, target=0, return_convergence_delta=True)
+    assert delta.abs().max() < 1e-4  # conserved: nothing lost or counted twice at the addition
+    x_ = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(model(x_)[:, 0].sum(), x_)
+    torch.testing.assert_close(attr, grad * x, rtol=1e-4, atol=1e-4)  # linear, LRP-0: gradient x input
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.head = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.a(x) + x)  # a residual connection written in forward
+
+
+def test_a_functional_residual_addition_is_named_in_a_warning():
+    with pytest.warns(UserWarning, match=r"LRP: an addition of two activations \(Tensor\.add in _Residual\.forward\)"
+                                         r".*not conserved"):
+        LRP(_Residual()).attribute(torch.rand(2, 4), target=0)
+
+
+def test_captum_rules_on_the_model_are_named_as_such():
+    from captum.attr._utils.lrp_rules import EpsilonRule as CaptumEpsilonRule
+
+    model = mlp()
+    model[0].rule = CaptumEpsilonRule()  # code written for Captum, or left by a Captum LRP call that failed
+    with pytest.raises(TypeError, match=r"`0\.rule`.*Captum.*del module\.rule"):
+        LRP(model).attribute(torch.rand(2, 4), target=0)
+
+
 def test_rules_are_importable_from_both_places():
     from attrkit import lrp
 

@@ -203,13 +203,13 @@ def test_aggregating_model_refuses_batched_perturbations_and_per_example_masks()
 def test_progress_bar_on_request_and_automatic_only_in_notebooks(capsys, monkeypatch):
     x = torch.randn(2, 10)
     FeatureAblation(MLP()).attribute(x, target=0, show_progress=True)
-    assert "FeatureAblation" in capsys.readouterr().err
+    assert "Feature Ablation attribution" in capsys.readouterr().err
     FeatureAblation(MLP()).attribute(x, target=0, perturbations_per_eval=1)
     assert capsys.readouterr().err == ""  # automatic mode, not in a notebook: silent
     monkeypatch.setattr(B, "_in_notebook", lambda: True)
     monkeypatch.setattr(B, "PROGRESS_AFTER_SECONDS", 0.0)
     FeatureAblation(MLP()).attribute(x, target=0, perturbations_per_eval=1)
-    assert "FeatureAblation" in capsys.readouterr().err
+    assert "Feature Ablation attribution" in capsys.readouterr().err
     FeatureAblation(MLP()).attribute(x, target=0, perturbations_per_eval=1, show_progress=False)
     assert capsys.readouterr().err == ""
 
