@@ -144,7 +144,8 @@ class Explorer(W.VBox):
         self.args, self.debounce, self.size = additional_forward_args, debounce, size
         self.baselines = (baselines.to(inputs.device).expand_as(inputs) if isinstance(baselines, torch.Tensor)
                           else torch.full_like(inputs, float(baselines or 0.0)))
-        scores = scores_of(model, inputs, score_func, additional_forward_args)
+        with _COMPUTING:  # not while another explorer's hooks may be on the model
+            scores = scores_of(model, inputs, score_func, additional_forward_args)
         classes = list(classes) if classes is not None else [f"class {i}" for i in range(len(scores))]
         probabilities = score_func is None or bool(scores.min() >= 0 and abs(float(scores.sum()) - 1) < 1e-3)
         order = scores.argsort(descending=True).tolist()
