@@ -222,6 +222,11 @@ class _InsightsUI(W.VBox):
                 before._say(f"{_SPINNER}loading example #{self.example.value}…")
             self.explorer = self.vis.explorer(self.example.value, self.model.value, debounce=self.debounce,
                                               settings=settings)
+            if before is not None:  # until its first map is ready, the new explorer shows the old one, dimmed
+                with self.explorer._lock:
+                    if self.explorer.attribution is None and self.explorer.error is None:
+                        self.explorer.heatmap.value = before.heatmap.value
+                        self.explorer.heatmap.add_class("attrkit-stale")
             self.explorer.controls["target"].observe(lambda _: self._draw_comparison(), names="value")
             self.holder.children = [self.explorer]
             self.compare.options = self.explorer.controls["method"].options

@@ -312,3 +312,15 @@ def test_a_setting_estimated_to_take_long_says_so_before_it_starts(model, image,
     w.controls["n_steps"].value = 100  # five times the cost of the 20 steps just measured
     assert "estimated from the last run" in w.status.value
     w.cancel()
+
+
+def test_switching_the_example_dims_the_old_map_at_once_and_computes_in_the_background(model):
+    ui = make_visualizer(model).widget(debounce=0.05)
+    old = ui.explorer
+    assert old.wait(timeout=30) and old.attribution is not None
+    ui.example.value = 3
+    assert "loading example #3" in old.status.value and "attrkit-stale" in old.heatmap._dom_classes
+    new = ui.explorer
+    assert new is not old and new.wait(timeout=30)
+    assert new.attribution is not None and "attrkit-stale" not in new.heatmap._dom_classes
+    torch.testing.assert_close(new.inputs[0], ui.vis.examples()[3].inputs)
