@@ -243,9 +243,10 @@ def image_explorer(pictures: Mapping[str, np.ndarray], maps: Mapping[tuple, Any]
                                                       f"{labels.get(method, str)(setting)}" if setting is not None
                                                       else "") + f" · sign: {sign}")}
     body = ("<figure style='margin:0'><img data-slot='photo' alt='the photo' width='224'></figure>"
-            "<figure style='margin:0'><img data-slot='map' class='ak-map' alt='attribution map' width='224'>"
-            "<figcaption data-slot='caption' style='font-size:12px;max-width:224px'></figcaption></figure>"
-            "<div data-slot='legend'></div>")
+            "<div style='display:flex;gap:6px;align-items:flex-start;max-width:100%'>"  # the legend beside its map
+            "<figure style='margin:0;min-width:0'><img data-slot='map' class='ak-map' alt='attribution map' "
+            "width='224'><figcaption data-slot='caption' style='font-size:12px;max-width:224px'></figcaption>"
+            "</figure><div data-slot='legend'></div></div>")
     if note is None:
         note = ("Precomputed when the book was built: every combination of these controls is stored in the page, "
                 "so the map changes at once without Python. Run the notebook for every setting.")
