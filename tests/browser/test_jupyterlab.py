@@ -131,6 +131,24 @@ def _overlap(a, b) -> bool:
         a["y"] < b["y"] + b["h"] - 1 and b["y"] < a["y"] + a["h"] - 1
 
 
+def check_layout(boxes: dict, width: int) -> None:
+    where = f"at {width}x800, output area {boxes['area']['w']:.0f} px"
+    print(where)
+    assert boxes["browser"], "the file browser should be open (JupyterLab's default)"
+    assert boxes["area"]["w"] < 900, f"{where}: is the file browser open?"
+    assert len(boxes["images"]) >= 3 and len(boxes["controls"]) >= 5 and boxes["readouts"], boxes
+    right = boxes["area"]["x"] + boxes["area"]["w"] + 1
+    for control in boxes["controls"]:
+        for image in boxes["images"]:
+            assert not _overlap(control, image), f"{where}: {control['name']} overlaps {image['name']}: {boxes}"
+        assert control["x"] + control["w"] <= right, f"{where}: cut off: {control}"
+    for image in boxes["images"]:
+        assert image["x"] + image["w"] <= right, f"{where}: cut off: {image}"
+    for readout in boxes["readouts"]:
+        assert readout["w"] > 0 and readout["text"].strip() and not readout["covered"], f"{where}: {readout}"
+        assert readout["x"] + readout["w"] <= right, f"{where}: read-out cut off: {readout}"
+
+
 def _status(page) -> str:
     return page.inner_text(".attrkit-explorer .attrkit-status").replace("\xa0", " ")
 
@@ -164,19 +182,12 @@ def test_explorer_in_jupyterlab(browser, lab):
         page.wait_for_function("() => (document.querySelector('img.attrkit-heatmap') || {}).naturalWidth > 0",
                                timeout=60_000)
 
-        # 1. the layout at 1280x800 with the file browser open: nothing overlaps, every read-out is visible
-        boxes = page.evaluate(BOXES)
-        assert boxes["browser"], "the file browser should be open (JupyterLab's default)"
-        assert boxes["area"]["w"] < 900, f"the output area is {boxes['area']['w']} px: the file browser is not open?"
-        assert len(boxes["images"]) >= 3 and len(boxes["controls"]) >= 5 and boxes["readouts"]
-        for control in boxes["controls"]:
-            for image in boxes["images"]:
-                assert not _overlap(control, image), f"{control['name']} overlaps {image['name']}: {boxes}"
-            assert control["x"] + control["w"] <= boxes["area"]["x"] + boxes["area"]["w"] + 1, control
-        for image in boxes["images"]:
-            assert image["x"] + image["w"] <= boxes["area"]["x"] + boxes["area"]["w"] + 1, f"cut off: {image}"
-        for readout in boxes["readouts"]:
-            assert readout["w"] > 0 and readout["text"].strip() and not readout["covered"], readout
+        # 1. the layout with the file browser open, at 1280x800 (an ~850 px output area) and narrower (~700 px):
+        # nothing overlaps, nothing is cut off, every read-out is visible
+        for width in (1130, 1280):
+            page.set_viewport_size({"width": width, "height": 800})
+            page.wait_for_timeout(500)
+            check_layout(page.evaluate(BOXES), width)
         page.locator(".attrkit-explorer").screenshot(path=str(SHOTS / "jupyterlab_explorer.png"))
         page.screenshot(path=str(SHOTS / "jupyterlab_1280x800.png"))
 
