@@ -6,6 +6,8 @@
 
 Executed copies go to book/notebooks/ and book/gallery/ (both generated, ignored by git); the committed
 notebooks in notebooks/ stay output-free. Gallery pages are the penguin/swan notebook run with other parameters.
+Notebooks with a `book_explorer` parameter run with it set to True (a kernel-free explorer in the page), and the
+executed copies lose their widget state, so the pages load nothing from outside (book/explorers.py).
 """
 from __future__ import annotations
 
