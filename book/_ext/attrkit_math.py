@@ -38,13 +38,13 @@ def _html(latex: str, size: float, css: str) -> str:
 
 
 def visit_math(self, node):
-    self.body.append(_html(node.astext(), 11, "vertical-align:middle;display:inline"))
+    self.body.append(_html(node.astext(), 13, "vertical-align:middle;display:inline"))
     raise nodes.SkipNode
 
 
 def visit_math_block(self, node):
     self.body.append(f"<div class='math' style='text-align:center;margin:.6em 0'>"
-                     f"{_html(node.astext(), 13, 'display:inline-block')}</div>")
+                     f"{_html(node.astext(), 15, "display:inline-block")}</div>")
     raise nodes.SkipNode
 
 
