@@ -44,7 +44,7 @@ def visit_math(self, node):
 
 def visit_math_block(self, node):
     self.body.append(f"<div class='math' style='text-align:center;margin:.6em 0'>"
-                     f"{_html(node.astext(), 15, "display:inline-block")}</div>")
+                     f"{_html(node.astext(), 15, 'display:inline-block')}</div>")
     raise nodes.SkipNode
 
 
