@@ -149,6 +149,17 @@ def check_layout(boxes: dict, width: int) -> None:
         assert readout["x"] + readout["w"] <= right, f"{where}: read-out cut off: {readout}"
 
 
+def drag(page, handle, dx: float) -> None:
+    """Drag a slider's handle ``dx`` pixels to the right with the mouse."""
+    handle.scroll_into_view_if_needed()
+    box = handle.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y, steps=8)
+    page.mouse.up()
+
+
 def _status(page) -> str:
     return page.inner_text(".attrkit-explorer .attrkit-status").replace("\xa0", " ")
 
@@ -193,13 +204,7 @@ def test_explorer_in_jupyterlab(browser, lab):
 
         # 2. drag n_steps: a new map
         first = heatmap.evaluate(FINGERPRINT)
-        handle = page.locator(".attrkit-n_steps .noUi-handle")
-        handle.scroll_into_view_if_needed()
-        box = handle.bounding_box()
-        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-        page.mouse.down()
-        page.mouse.move(box["x"] + box["width"] / 2 + 40, box["y"] + box["height"] / 2, steps=5)
-        page.mouse.up()
+        drag(page, page.locator(".attrkit-n_steps .noUi-handle"), 40)
         steps = int(page.inner_text(".attrkit-n_steps .widget-readout"))
         assert steps > 20, f"dragging n_steps to the right left it at {steps}"
         after_steps = new_image(heatmap, first)
@@ -214,12 +219,10 @@ def test_explorer_in_jupyterlab(browser, lab):
 
         # 4. a long computation (200 steps, ~6 s), superseded by a method switch: the new method wins
         page.locator(".attrkit-method select").select_option("IntegratedGradients")
-        page.locator(".attrkit-n_steps .noUi-handle").focus()
-        page.keyboard.press("End")
-        for _ in range(200):  # where End is not supported: arrow keys
-            if page.inner_text(".attrkit-n_steps .widget-readout").strip() == "200":
-                break
-            page.keyboard.press("ArrowRight")
+        handle = page.locator(".attrkit-n_steps .noUi-handle")
+        handle.wait_for(state="visible", timeout=30_000)  # shown again once the kernel has seen the new method
+        drag(page, handle, 1000)  # past the right end: the slider's maximum
+        assert page.inner_text(".attrkit-n_steps .widget-readout").strip() == "200"
         page.wait_for_function("() => document.querySelector('.attrkit-status').innerText"
                                ".includes('computing IntegratedGradients')", timeout=30_000)
         assert page.locator(".attrkit-heatmap.attrkit-stale").count() == 1, "the old map should be dimmed"
