@@ -14,7 +14,7 @@ from PIL import Image
 
 from .. import visualization as viz
 
-# sign -> (colormap, lowest normalised value, what the colours mean)
+# sign -> what the colours stand for (the colormaps are visualization._SIGNS)
 _MEANING = {"absolute_value": "|attribution|", "positive": "positive attribution",
             "negative": "negative attribution (magnitude)", "all": "attribution"}
 

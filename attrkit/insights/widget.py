@@ -21,7 +21,6 @@ import ipywidgets as W
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from PIL import Image
 from torch import nn
 
 from .. import visualization as viz

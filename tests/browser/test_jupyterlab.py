@@ -110,7 +110,8 @@ BOXES = """() => {
     const box = e => { const r = e.getBoundingClientRect(); return {x: r.left, y: r.top, w: r.width, h: r.height}; };
     const shown = e => e.offsetParent !== null && e.getBoundingClientRect().width > 0;
     const root = document.querySelector('.attrkit-explorer');
-    const controls = [...root.querySelectorAll('.attrkit-panel > .widget-inline-hbox, .attrkit-panel > .jupyter-widgets')]
+    const controls = [...root.querySelectorAll('.attrkit-panel > .widget-inline-hbox, '
+                                                + '.attrkit-panel > .jupyter-widgets')]
         .filter(shown).map(e => ({name: [...e.classList].find(c => c.startsWith('attrkit-')), ...box(e)}));
     const images = [...root.querySelectorAll('.attrkit-images img'), ...root.querySelectorAll('.attrkit-legend')]
         .filter(shown).map(e => ({name: e.className, ...box(e)}));
@@ -177,8 +178,8 @@ def test_explorer_in_jupyterlab(browser, lab):
         # run the cell once the kernel is idle: click into it, Shift+Enter (again if it did not start)
         prompt = page.locator(".jp-Notebook .jp-Cell .jp-InputPrompt").first
         for attempt in range(3):
-            page.wait_for_function("() => /Idle/.test(document.querySelector('.jp-StatusBar-Widget, #jp-main-statusbar')"
-                                   "?.innerText || '')", timeout=90_000)
+            page.wait_for_function("() => /Idle/.test(document.querySelector("
+                                   "'.jp-StatusBar-Widget, #jp-main-statusbar')?.innerText || '')", timeout=90_000)
             page.locator(".jp-Notebook .jp-Cell .cm-content").first.click()
             page.keyboard.press("Shift+Enter")
             try:
