@@ -51,6 +51,7 @@ class _Guarded(nn.Module):
     def __init__(self, model: nn.Module, stale):
         super().__init__()
         self.model, self._stale = model, stale
+        self.training = model.training  # as the model is: a method that restores the mode restores this one
 
     def forward(self, *args, **kwargs):
         if self._stale():
@@ -202,7 +203,8 @@ class Explorer(W.VBox):
     def _compute(self, key, params, stale=None):
         model = self.model if stale is None else _Guarded(self.model, stale)
         return _methods.attribute(key[0], model, self.inputs, key[1], self.baselines, params,
-                                  self.layer or _methods.last_conv(self.model), self.args).detach()
+                                  self.layer if self.layer is not None else _methods.last_conv(self.model),
+                                  self.args).detach()
 
     def attribute(self, method: str | None = None) -> torch.Tensor:
         """The attribution by ``method`` (default: the chosen one) at the current settings, from the cache when

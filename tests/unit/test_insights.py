@@ -324,3 +324,15 @@ def test_switching_the_example_dims_the_old_map_at_once_and_computes_in_the_back
     assert new is not old and new.wait(timeout=30)
     assert new.attribution is not None and "attrkit-stale" not in new.heatmap._dom_classes
     torch.testing.assert_close(new.inputs[0], ui.vis.examples()[3].inputs)
+
+
+def test_the_guard_around_the_model_keeps_its_mode_and_stops_when_stale(model):
+    from attrkit.insights.widget import _Cancelled, _Guarded
+
+    stale = [False]
+    guarded = _Guarded(model, lambda: stale[0])
+    assert guarded.training is False and model.training is False
+    guarded(torch.rand(1, 3, 32, 32))
+    stale[0] = True
+    with pytest.raises(_Cancelled):
+        guarded(torch.rand(1, 3, 32, 32))
