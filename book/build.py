@@ -6,6 +6,8 @@
 
 Executed copies go to book/notebooks/ and book/gallery/ (both generated, ignored by git); the committed
 notebooks in notebooks/ stay output-free. Gallery pages are the penguin/swan notebook run with other parameters.
+Notebooks with a `book_explorer` parameter run with it set to True (a kernel-free explorer in the page), and the
+executed copies lose their widget state, so the pages load nothing from outside (book/explorers.py).
 """
 from __future__ import annotations
 
@@ -17,6 +19,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import explorers  # noqa: E402  (book/explorers.py: kernel-free explorers, no widget state in the pages)
 
 BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
@@ -147,7 +152,8 @@ def main(argv=None) -> int:
 
     if not args.no_execute:
         for name in args.only or NOTEBOOKS:
-            seconds = execute(SOURCE / f"{name}.ipynb", EXECUTED / f"{name}.ipynb")
+            seconds = execute(SOURCE / f"{name}.ipynb", EXECUTED / f"{name}.ipynb",
+                              explorers.parameters_for(SOURCE / f"{name}.ipynb"))
             localize_badge(EXECUTED / f"{name}.ipynb")
             print(f"executed {name} in {seconds:.0f} s", flush=True)
         if not args.no_gallery and not args.only:
@@ -158,6 +164,8 @@ def main(argv=None) -> int:
                 localize_badge(GALLERY / f"{page}.ipynb")
                 print(f"executed gallery/{page} in {seconds:.0f} s", flush=True)
     write_gallery_index()
+    for notebook in [*EXECUTED.glob("*.ipynb"), *GALLERY.glob("*.ipynb")]:  # pages load nothing from outside
+        explorers.strip_widgets(notebook)
     if args.no_html:
         return 0
     shutil.rmtree(BOOK / "_build", ignore_errors=True)  # a full build: Sphinx only re-warns about documents it re-reads

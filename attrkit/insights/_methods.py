@@ -29,6 +29,8 @@ METHODS = {
 }
 NEEDS_LAYER = ("LayerGradCam", "GuidedGradCam")
 MAX_EVALS = 2500  # perturbation settings needing more forward passes than this are refused with a message
+BATCH_ELEMENTS = 2_000_000  # integration steps per forward pass: about this many input numbers (so that the
+# explorer can stop a long computation between batches; results do not depend on the batch size)
 
 
 def class_names(method: str) -> list[str]:
@@ -58,7 +60,8 @@ def attribute(method, model, inputs, target, baselines, params, layer=None, addi
     common = {"target": target, "additional_forward_args": additional_forward_args}
     names = class_names(method)
     if names[0] == "NoiseTunnel":
-        inner = {"baselines": baselines, "n_steps": params["n_steps"]} if names[1] == "IntegratedGradients" else {}
+        inner = ({"baselines": baselines, "n_steps": params["n_steps"], "internal_batch_size": step_batch(inputs)}
+                 if names[1] == "IntegratedGradients" else {})
         return find("NoiseTunnel")(find(names[1])(model)).attribute(
             inputs, nt_type="smoothgrad", nt_samples=params["nt_samples"], stdevs=params["stdevs"], **inner, **common)
     if method in NEEDS_LAYER:
@@ -69,7 +72,8 @@ def attribute(method, model, inputs, target, baselines, params, layer=None, addi
         return attrkit.LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), "bilinear")
     explainer = find(method)(model)
     if method == "IntegratedGradients":
-        return explainer.attribute(inputs, baselines, n_steps=params["n_steps"], **common)
+        return explainer.attribute(inputs, baselines, n_steps=params["n_steps"], internal_batch_size=step_batch(inputs),
+                                   **common)
     if method == "GradientShap":
         return explainer.attribute(inputs, baselines, n_samples=params["nt_samples"], stdevs=params["stdevs"], **common)
     if method == "DeepLift":
@@ -84,6 +88,34 @@ def attribute(method, model, inputs, target, baselines, params, layer=None, addi
         return explainer.attribute(inputs, baselines=baselines, feature_mask=patch_mask(inputs, params["window"]),
                                    show_progress=False, **common)
     return explainer.attribute(inputs, **common)  # Saliency, InputXGradient, GuidedBackprop, Deconvolution
+
+
+def step_batch(inputs) -> int:
+    """Rows per forward pass for integration steps: about :data:`BATCH_ELEMENTS` input numbers."""
+    return max(1, BATCH_ELEMENTS // max(1, inputs[0].numel()))
+
+
+def window_stride_bounds(height: int, width: int, window: int) -> tuple[int, int]:
+    """The smallest and largest stride that :func:`check_window` accepts for ``window`` (the largest: the
+    window itself, so no pixel is left out; the smallest: within :data:`MAX_EVALS` forward passes)."""
+    window = min(window, height, width)
+    lo = 1
+    while ((height - window) // lo + 1) * ((width - window) // lo + 1) > MAX_EVALS:
+        lo += 1
+    return lo, max(lo, window)
+
+
+def cost(method: str, params: dict, inputs) -> float:
+    """A rough cost of one attribution in forward-pass equivalents for one example (a gradient costs about
+    three: forward and backward), so that one measured run predicts the time of another setting."""
+    if method in ("Occlusion", "FeatureAblation"):
+        h, w = inputs.shape[-2:]
+        win = min(params["window"], h, w)
+        stride = params.get("stride", win)
+        return 1.0 + ((h - win) // stride + 1) * ((w - win) // stride + 1)
+    steps = params.get("n_steps", 1) if "IntegratedGradients" in method else 1
+    samples = params.get("nt_samples", 1) if ("NoiseTunnel" in method or method == "GradientShap") else 1
+    return 3.0 * steps * samples + 1.0
 
 
 def check_window(inputs, window: int, stride: int) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -215,19 +216,39 @@ class _InsightsUI(W.VBox):
         else:
             before = self.explorer
             settings = {k: c.value for k, c in before.controls.items() if k != "target"} if before else {}
+            if before is not None:  # the old map dims with a spinner at once; its work stops at its next batch
+                before.cancel()
+                before.heatmap.add_class("attrkit-stale")
+                before._say(f"{_SPINNER}loading example #{self.example.value}…")
             self.explorer = self.vis.explorer(self.example.value, self.model.value, debounce=self.debounce,
                                               settings=settings)
+            if before is not None:  # until its first map is ready, the new explorer shows the old one, dimmed
+                with self.explorer._lock:
+                    if self.explorer.attribution is None and self.explorer.error is None:
+                        self.explorer.heatmap.value = before.heatmap.value
+                        self.explorer.heatmap.add_class("attrkit-stale")
             self.explorer.controls["target"].observe(lambda _: self._draw_comparison(), names="value")
             self.holder.children = [self.explorer]
             self.compare.options = self.explorer.controls["method"].options
         self._draw_comparison()
 
     def _draw_comparison(self) -> None:
-        """Draw each method chosen in ``compare`` with the explorer's current settings (cached)."""
-        panels, chosen = [], self.compare.value if self.explorer else ()
+        """Draw each method chosen in ``compare`` with the explorer's current settings (cached); in a worker
+        thread unless ``debounce`` is 0, and only if nothing newer was asked for meanwhile."""
+        self._comparison = getattr(self, "_comparison", 0) + 1
+        chosen = self.compare.value if self.explorer else ()
         if chosen:
             self.gallery.children = [W.HTML(f"{_SPINNER}computing {len(chosen)} method(s)…")]
+        if chosen and self.debounce > 0:
+            threading.Thread(target=self._compare_methods, args=(self._comparison, chosen), daemon=True).start()
+        else:
+            self._compare_methods(self._comparison, chosen)
+
+    def _compare_methods(self, request: int, chosen) -> None:
+        panels = []
         for method in chosen:
+            if request != self._comparison:
+                return
             try:
                 attr, c = self.explorer.attribute(method), self.explorer.controls
                 body = W.Image(value=attribution_png(attr, self.explorer.image, c["sign"].value, c["alpha"].value,
@@ -235,4 +256,5 @@ class _InsightsUI(W.VBox):
             except Exception as e:  # shown, not raised
                 body = W.HTML(f"<span style='color:#b00020'>{html.escape(f'{type(e).__name__}: {e}')}</span>")
             panels.append(W.VBox([W.HTML(f"<b>{method}</b>"), body], layout=W.Layout(width="210px")))
-        self.gallery.children = panels
+        if request == self._comparison:
+            self.gallery.children = panels

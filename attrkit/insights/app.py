@@ -6,8 +6,10 @@ notebook that loads it and calls ``render()``; a ``voila`` process started with 
 notebook on 127.0.0.1 with a random token in the URL. :meth:`InsightsServer.stop` ends the process (and its
 kernels) and removes the folder; so does the end of the Python session.
 
-Offline: Voilà serves the widget JavaScript itself; the page's only outside requests are Font Awesome's icon
-styles from a CDN, which the explorer does not need (the browser test refuses every non-local request).
+Offline: Voilà serves the widget JavaScript itself. Its ``lab`` template also links Font Awesome's styles from a
+CDN, although its own bundle already carries them; :func:`serve` uses a copy of that template without the two
+links (:func:`_local_template`), so the page loads nothing from outside (the browser test refuses every
+non-local request).
 Needs ``voila`` and ``cloudpickle`` (``pip install voila cloudpickle``).
 """
 from __future__ import annotations
@@ -86,6 +88,29 @@ def _wait_listening(server: InsightsServer, host: str, timeout: float) -> None:
     raise TimeoutError(f"Voilà did not start listening on port {server.port} within {timeout} s")
 
 
+TEMPLATE = "attrkit-lab"
+
+
+def _local_template(root: Path) -> bool:
+    """Write Voilà's ``lab`` template, minus its CDN links, as template :data:`TEMPLATE` under ``root`` (a
+    Jupyter data directory for ``JUPYTER_PATH``); False if the ``lab`` template cannot be found."""
+    from jupyter_core.paths import jupyter_path
+
+    for base in jupyter_path("voila", "templates"):
+        source = Path(base) / "lab" / "index.html.j2"
+        if source.exists():
+            break
+    else:
+        return False
+    lines = [line for line in source.read_text().splitlines(keepends=True)
+             if not ("<link" in line and "https://" in line)]
+    target = root / "voila" / "templates" / TEMPLATE
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "index.html.j2").write_text("".join(lines))
+    (target / "conf.json").write_text('{"base_template": "lab"}\n')
+    return True
+
+
 def serve(visualizer, port: int | None = None, open_browser: bool = False, bind_all: bool = False,
           blocking: bool = False, debug: bool = False, timeout: float = 60) -> InsightsServer:
     """Serve ``visualizer.render()`` as a web app at ``http://127.0.0.1:PORT/?token=...`` (``bind_all``: on
@@ -111,6 +136,9 @@ def serve(visualizer, port: int | None = None, open_browser: bool = False, bind_
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(dict.fromkeys(paths)))
     command = [sys.executable, "-m", "voila", "attrkit_insights.ipynb", f"--port={port}", f"--Voila.ip={host}",
                f"--token={token}", "--no-browser", f"--show_tracebacks={debug}", "--Voila.log_level=WARN"]
+    if _local_template(folder / "jupyter"):
+        env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder / "jupyter"), os.environ.get("JUPYTER_PATH")]))
+        command.append(f"--template={TEMPLATE}")
     with open(folder / "voila.log", "wb") as log:
         process = subprocess.Popen(command, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)

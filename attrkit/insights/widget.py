@@ -1,9 +1,14 @@
 """``explore``: one image, one model, and ipywidgets controls over every attribution method.
 
-Moving a control recomputes the attribution (after a short pause, so dragging a slider computes once), with a
-spinner while it works; results are cached per setting, so going back is instant. The display controls
-(``sign``, ``alpha``, ``outlier_perc``) only redraw. Errors such as a window larger than the image show up as a
-message in the widget.
+Moving a control recomputes the attribution after a short pause (so dragging a slider computes once). The old map
+dims and a spinner turns while it works; a newer setting supersedes older requests, and a computation that is
+already running stops at its next batch (see :class:`Explorer`). Results are cached per setting, so going back is
+instant. The display controls (``sign``, ``alpha``, ``outlier_perc``) only redraw, and a colour legend beside the map
+says what its colours mean. Sliders only offer valid values (an occlusion window fits in the image), and a setting
+estimated to take long (from the last run's speed) says so before it starts. Errors show up as a message.
+
+The layout wraps: the controls, then the photo and the map beside them when there is room, below them when there
+is not (a notebook with its file browser open, Colab), and the images shrink before anything overlaps.
 """
 from __future__ import annotations
 
@@ -16,21 +21,47 @@ import ipywidgets as W
 import numpy as np
 import torch
 from matplotlib.figure import Figure
-from PIL import Image
+from torch import nn
 
 from .. import visualization as viz
-from . import _methods
+from . import _methods, _render
 
 DISPLAY = ("sign", "alpha", "outlier_perc")
 _COMPUTING = threading.RLock()  # one attribution at a time: hook-based methods must not overlap on a model
 SIGNS = ("absolute_value", "all", "positive", "negative")
+LONG_SECONDS = 3.0  # settings estimated to take longer than this get a warning before they start
 _SPINNER = ("<style>@keyframes attrkit-spin{to{transform:rotate(360deg)}}</style><span style='display:inline-block;"
             "width:.8em;height:.8em;border:2px solid #888;border-top-color:transparent;border-radius:50%;"
             "animation:attrkit-spin .8s linear infinite'></span> ")
+# the explorer's own CSS: a dimmed (stale) map, and status text that wraps instead of widening the layout
+_CSS = ("<style>.attrkit-stale{opacity:.35;transition:opacity .15s}"
+        ".attrkit-status .widget-html-content,.attrkit-status .jupyter-widget-html-content{white-space:normal;"
+        "overflow-wrap:anywhere;line-height:1.4}</style>")
+
+
+class _Cancelled(Exception):
+    """Raised inside the model's forward pass when a newer request has superseded the running one."""
+
+
+class _Guarded(nn.Module):
+    """``model`` with a check before each forward pass: once ``stale()`` is true the next pass raises
+    :class:`_Cancelled`. Batched methods call the model once per batch, so a computation stops at its next
+    batch without the algorithms knowing about it."""
+
+    def __init__(self, model: nn.Module, stale):
+        super().__init__()
+        self.model, self._stale = model, stale
+        self.training = model.training  # as the model is: a method that restores the mode restores this one
+
+    def forward(self, *args, **kwargs):
+        if self._stale():
+            raise _Cancelled()
+        return self.model(*args, **kwargs)
 
 
 def _controls(methods, method, targets, target, height, width) -> dict:
     window = max(2, min(height, width) // 7)
+    stride_lo, stride_hi = _methods.window_stride_bounds(height, width, window)
     style = {"description_width": "7em"}
     slider = dict(continuous_update=False, style=style)
     controls = {
@@ -42,9 +73,10 @@ def _controls(methods, method, targets, target, height, width) -> dict:
         "stdevs": W.FloatSlider(0.15, min=0.0, max=1.0, step=0.01, description="stdevs",
                                 tooltip="standard deviation of the added noise", **slider),
         "nt_samples": W.IntSlider(5, 1, 50, description="nt_samples", tooltip="noisy samples", **slider),
-        "window": W.IntSlider(window, 1, 64, description="window", tooltip="square patch size, pixels", **slider),
-        "stride": W.IntSlider(max(1, window // 2), 1, 32, description="stride", tooltip="patch step, pixels",
-                              **slider),
+        "window": W.IntSlider(window, 1, min(height, width), description="window",
+                              tooltip="square patch size, pixels (at most the image's size)", **slider),
+        "stride": W.IntSlider(min(max(stride_lo, window // 2), stride_hi), stride_lo, stride_hi,
+                              description="stride", tooltip="patch step, pixels (at most the window)", **slider),
         "sign": W.Dropdown(options=SIGNS, value="absolute_value", description="sign", style=style,
                            tooltip="which part of the attribution to show"),
         "alpha": W.FloatSlider(0.6, min=0.0, max=1.0, step=0.05, description="alpha", tooltip="overlay opacity",
@@ -53,21 +85,21 @@ def _controls(methods, method, targets, target, height, width) -> dict:
                                       tooltip="percent of the largest values clipped", **slider),
     }
     for name, control in controls.items():
-        control.layout = W.Layout(width="340px")  # one Layout each: hiding a control must not hide the others
+        # one Layout each (hiding a control must not hide the others); the panel's width, never squeezed
+        control.layout = W.Layout(width="340px", min_width="340px", flex="0 0 auto")
         control.add_class(f"attrkit-{name}")  # a stable handle for browser tests and custom CSS
     return controls
 
 
-def image_png(image: np.ndarray) -> bytes:
-    """An HWC (or HW) float image in [0, 1] as PNG bytes."""
-    buf = io.BytesIO()
-    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(buf, format="png")
-    return buf.getvalue()
+def image_png(image: np.ndarray, min_size: int = 0) -> bytes:
+    """An HWC (or HW) float image in [0, 1] as PNG bytes (upscaled to at least ``min_size`` pixels)."""
+    return _render.encode(np.asarray(image, dtype=np.float64), "png", min_size=min_size)
 
 
 def attribution_png(attr, image, sign="absolute_value", alpha=0.6, outlier_perc=2.0, size=320) -> bytes:
     """``attr`` (1, C, H, W) as a heat map blended over ``image`` (H, W[, 3]), as PNG bytes (matplotlib Agg,
-    no pyplot: nothing is left open)."""
+    no pyplot: nothing is left open). The explorer draws with :func:`attrkit.insights._render.blend`, the same
+    colours without a figure."""
     fig = Figure(figsize=(size / 100, size / 100), dpi=100)
     ax = fig.add_axes((0, 0, 1, 1))
     viz.visualize_image_attr(attr[0], image, "blended_heat_map", sign, plt_fig_axis=(fig, ax),
@@ -96,7 +128,15 @@ def _score_text(score: float, probabilities: bool) -> str:
 class Explorer(W.VBox):
     """The widget :func:`explore` returns: ``controls`` (name -> ipywidget), ``attribution`` (the latest
     attribution tensor; it keeps the last good one while an error is shown), ``error`` (the message, or None),
-    ``status``, and the ``original`` and ``heatmap`` images. ``settings`` gives initial control values."""
+    ``status``, the ``original`` and ``heatmap`` images and the ``legend``. ``settings`` gives initial control
+    values.
+
+    How stale work is avoided: every change of a computing control starts a new *request* (a generation number)
+    and dims the map. After ``debounce`` seconds a worker thread computes it if it is still the newest request;
+    the model it hands to the method is wrapped so that its next forward pass raises once a newer request exists
+    — IG's steps, noise samples and occlusion windows run in batches, so a superseded computation stops at its
+    next batch. Finished results are cached even when superseded; only the newest request draws. With
+    ``debounce=0`` everything runs at once in the caller's thread (scripts and tests)."""
 
     def __init__(self, model, inputs, image, classes=None, target=None, baselines=None, *, score_func=None,
                  additional_forward_args=None, layer=None, settings=None, debounce=0.3, size=320):
@@ -104,7 +144,8 @@ class Explorer(W.VBox):
         self.args, self.debounce, self.size = additional_forward_args, debounce, size
         self.baselines = (baselines.to(inputs.device).expand_as(inputs) if isinstance(baselines, torch.Tensor)
                           else torch.full_like(inputs, float(baselines or 0.0)))
-        scores = scores_of(model, inputs, score_func, additional_forward_args)
+        with _COMPUTING:  # not while another explorer's hooks may be on the model
+            scores = scores_of(model, inputs, score_func, additional_forward_args)
         classes = list(classes) if classes is not None else [f"class {i}" for i in range(len(scores))]
         probabilities = score_func is None or bool(scores.min() >= 0 and abs(float(scores.sum()) - 1) < 1e-3)
         order = scores.argsort(descending=True).tolist()
@@ -114,22 +155,44 @@ class Explorer(W.VBox):
         self.controls = _controls(methods, "IntegratedGradients" if "IntegratedGradients" in methods else methods[0],
                                   targets, target, *inputs.shape[-2:])
         for name, value in (settings or {}).items():  # initial values, e.g. carried over from another explorer
+            if name == "stride":
+                continue  # set after the window, which bounds it
             if name != "target" and (name != "method" or value in methods):
                 self.controls[name].value = value
+        self._bound_stride()
+        if settings and "stride" in settings:
+            self.controls["stride"].value = settings["stride"]
         self.attribution, self.error, self._cache, self._timer = None, None, {}, None
-        self._draw_lock = threading.Lock()
-        box = lambda: W.Layout(width=f"{size}px", height=f"{size}px", object_fit="contain")  # noqa: E731
-        self.original = W.Image(value=image_png(image), format="png", layout=box())
-        self.heatmap = W.Image(format="png", layout=box())
+        self._generation, self._lock, self._seconds_per_unit = 0, threading.RLock(), None
+        px = f"{size}px"
+        image_layout = lambda: W.Layout(width=px, max_width="100%", height="auto", flex="0 1 auto",  # noqa: E731
+                                        object_fit="contain")
+        self.original = W.Image(value=image_png(image, size // 2), format="png", layout=image_layout())
+        self.heatmap = W.Image(format="png", layout=image_layout())
         self.heatmap.add_class("attrkit-heatmap")
-        self.status = W.HTML(layout=W.Layout(min_height="1.6em"))
+        self.legend = W.HTML(layout=W.Layout(flex="0 0 auto", margin="0 0 0 6px"))
+        self.legend.add_class("attrkit-legend-box")
+        self.status = W.HTML(layout=W.Layout(min_height="1.6em", width="100%"))
         self.status.add_class("attrkit-status")
-        panel = W.VBox(list(self.controls.values()), layout=W.Layout(width="360px"))
-        super().__init__([W.HBox([panel, W.VBox([W.HBox([self.original, self.heatmap]), self.status])])])
+        wrap = dict(display="flex", flex_flow="row wrap", align_items="flex-start", overflow="visible")
+        panel = W.VBox(list(self.controls.values()),
+                       layout=W.Layout(width="360px", min_width="360px", flex="0 0 auto", overflow="visible"))
+        panel.add_class("attrkit-panel")
+        mapped = W.HBox([self.heatmap, self.legend], layout=W.Layout(flex="0 1 auto", max_width="100%",
+                                                                     align_items="flex-start", overflow="visible"))
+        images = W.HBox([self.original, mapped], layout=W.Layout(flex="1 1 auto", max_width="100%", **wrap))
+        images.add_class("attrkit-images")
+        body = W.HBox([panel, images], layout=W.Layout(width="100%", **wrap))
+        super().__init__([W.HTML(_CSS, layout=W.Layout(display="none")), body, self.status],
+                         layout=W.Layout(width="100%", max_width=f"{360 + 2 * size + 110}px", overflow="visible"))
+        self.add_class("attrkit-explorer")
         for name, control in self.controls.items():
             control.observe(lambda change, name=name: self._changed(name), names="value")
         self._show_relevant()
-        self.refresh()
+        if self.debounce <= 0:
+            self.refresh()
+        else:
+            self._request(delay=0.0)  # the first map comes from the worker: the widget shows at once
 
     # -- computing --------------------------------------------------------------------------------------------
     def _settings(self, method=None):
@@ -137,42 +200,128 @@ class Explorer(W.VBox):
         params = {name: self.controls[name].value for name in _methods.METHODS[method]}
         return (method, self.controls["target"].value, *sorted(params.items())), params
 
+    def _compute(self, key, params, stale=None):
+        model = self.model if stale is None else _Guarded(self.model, stale)
+        return _methods.attribute(key[0], model, self.inputs, key[1], self.baselines, params,
+                                  self.layer if self.layer is not None else _methods.last_conv(self.model),
+                                  self.args).detach()
+
     def attribute(self, method: str | None = None) -> torch.Tensor:
         """The attribution by ``method`` (default: the chosen one) at the current settings, from the cache when
         it was computed before."""
         key, params = self._settings(method)
         with _COMPUTING:
             if key not in self._cache:
-                self._cache[key] = _methods.attribute(key[0], self.model, self.inputs, key[1], self.baselines,
-                                                      params, self.layer, self.args).detach()
+                self._cache[key] = self._compute(key, params)
         return self._cache[key]
 
     def refresh(self) -> None:
-        """Compute (or fetch from the cache) the attribution for the current settings and redraw."""
-        with _COMPUTING:
+        """Compute (or fetch from the cache) the attribution for the current settings and redraw, now, in this
+        thread."""
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+        self._work(generation, guarded=False)
+
+    def cancel(self) -> None:
+        """Abandon pending and running work (it stops at its next batch); nothing is redrawn."""
+        with self._lock:
+            self._generation += 1
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the newest request has been drawn (or abandoned); True unless ``timeout`` ran out."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            timer = self._timer
+            if timer is None or timer is threading.current_thread():
+                return True
+            timer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if timer.is_alive():
+                return False
+            if timer is self._timer:
+                return True
+
+    def estimate(self, method: str | None = None) -> float | None:
+        """Seconds the current settings (with ``method``) should take, from the speed of the last computation;
+        None before the first one."""
+        if self._seconds_per_unit is None:
+            return None
+        key, params = self._settings(method)
+        return self._seconds_per_unit * _methods.cost(key[0], params, self.inputs)
+
+    def _request(self, delay: float | None = None) -> None:
+        """A computing control changed: supersede older requests, dim the map, and compute after the pause."""
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
+            if self._timer is not None:
+                self._timer.cancel()
             key, _ = self._settings()
+            if key in self._cache:  # instant: no pause, no spinner (and no wait for a superseded computation)
+                self._timer = None
+                self._show(self._cache[key], key[0], "from the cache")
+                return
+            self.heatmap.add_class("attrkit-stale")
+            self._say(self._computing_text(key[0]))
+            self._timer = threading.Timer(self.debounce if delay is None else delay, self._work, (generation,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _computing_text(self, method: str) -> str:
+        text = f"{_SPINNER}computing {html.escape(method)}…"
+        seconds = self.estimate()
+        if seconds is not None and seconds > LONG_SECONDS:
+            text += (f" <span class='attrkit-warning' style='color:#8a5a00'>⏳ these settings will take about "
+                     f"{seconds:.0f} s here (estimated from the last run); change a control to cancel.</span>")
+        return text
+
+    def _work(self, generation: int, guarded: bool = True) -> None:
+        stale = lambda: self._generation != generation  # noqa: E731
+        if stale():
+            return
+        with _COMPUTING:
+            if stale():
+                return
+            key, params = self._settings()
             cached, start = key in self._cache, time.perf_counter()
             if not cached:
-                self._say(f"{_SPINNER}computing {html.escape(key[0])}…")
-            try:
-                attribution = self.attribute()
-            except Exception as e:  # shown in the widget instead of a traceback
-                self.error = f"{type(e).__name__}: {e}"
-                self._say(f"<span style='color:#b00020'>⚠ {html.escape(self.error)}</span>")
-                return
-            self.attribution, self.error = attribution, None
-            self.redraw()
-            took = "from the cache" if cached else f"in {time.perf_counter() - start:.2f} s"
-            self._say(f"{html.escape(key[0])} {took}")
+                try:
+                    attribution = self._compute(key, params, stale if guarded else None)
+                except _Cancelled:
+                    return
+                except Exception as e:  # shown in the widget instead of a traceback
+                    with self._lock:
+                        if not stale():
+                            self.error = f"{type(e).__name__}: {e}"
+                            self.heatmap.remove_class("attrkit-stale")
+                            self._say(f"<span style='color:#b00020'>⚠ {html.escape(self.error)}</span>")
+                    return
+                self._cache[key] = attribution
+                seconds = time.perf_counter() - start
+                self._seconds_per_unit = seconds / _methods.cost(key[0], params, self.inputs)
+        with self._lock:
+            if not stale():
+                self._show(self._cache[key], key[0], "from the cache" if cached else f"in {seconds:.2f} s")
+
+    def _show(self, attribution, method: str, took: str) -> None:
+        self.attribution, self.error = attribution, None
+        self.redraw()
+        self.heatmap.remove_class("attrkit-stale")
+        self._say(f"{html.escape(method)} {took}")
 
     def redraw(self) -> None:
-        """Draw ``attribution`` with the current display settings."""
+        """Draw ``attribution`` with the current display settings, and its legend."""
         if self.attribution is None:
             return
         c = self.controls
-        with self._draw_lock:
-            self.heatmap.value = attribution_png(self.attribution, self.image, c["sign"].value, c["alpha"].value,
-                                                 c["outlier_perc"].value, self.size)
+        sign, outliers = c["sign"].value, c["outlier_perc"].value
+        with self._lock:
+            rgb = _render.blend(self.attribution, self.image, sign, c["alpha"].value, outliers)
+            self.heatmap.value = _render.encode(rgb, "png", min_size=self.size // 2)
+            self.legend.value = _render.legend_html(sign, _render.scale_of(self.attribution, sign, outliers),
+                                                    outliers, height=max(80, self.size // 2))
 
     # -- reacting to the controls -----------------------------------------------------------------------------
     def _changed(self, name: str) -> None:
@@ -180,13 +329,20 @@ class Explorer(W.VBox):
             return self.redraw()
         if name == "method":
             self._show_relevant()
-        if self._timer is not None:
-            self._timer.cancel()
+        if name == "window":
+            self._bound_stride()
         if self.debounce <= 0:
             return self.refresh()
-        self._timer = threading.Timer(self.debounce, self.refresh)
-        self._timer.daemon = True
-        self._timer.start()
+        self._request()
+
+    def _bound_stride(self) -> None:
+        """The stride slider offers only what the window allows (see :func:`_methods.window_stride_bounds`)."""
+        stride = self.controls["stride"]
+        lo, hi = _methods.window_stride_bounds(*self.inputs.shape[-2:], self.controls["window"].value)
+        with stride.hold_trait_notifications():
+            stride.max = max(hi, stride.min)
+            stride.min = lo
+            stride.max = hi
 
     def _show_relevant(self) -> None:
         used = _methods.METHODS[self.controls["method"].value]

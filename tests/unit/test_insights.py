@@ -1,4 +1,6 @@
 """The explorer without a browser: controls, recomputation, caching, messages, and the Captum Insights API."""
+import time
+
 import cloudpickle
 import ipywidgets as W
 import matplotlib.pyplot as plt
@@ -9,7 +11,7 @@ from torchvision import transforms as T
 
 import attrkit
 from attrkit.insights import AttributionVisualizer, Batch, ImageFeature, explore
-from attrkit.insights import _methods
+from attrkit.insights import _methods, widget
 from attrkit.testing import TinyImageCNN
 
 CONTROL_TYPES = {"method": W.Dropdown, "target": W.Dropdown, "n_steps": W.IntSlider, "stdevs": W.FloatSlider,
@@ -124,25 +126,50 @@ def test_window_changes_the_attribution(model, image):
         assert w.error is None and not torch.allclose(w.attribution, before), method
 
 
-def test_a_window_larger_than_the_image_shows_a_message_not_a_traceback(model, image):
+def test_sliders_offer_only_valid_windows_and_strides(model, image):
     w = explore(model, image, method="Occlusion", debounce=0)
     if w.controls["method"].value != "Occlusion":
         pytest.skip("Occlusion is not in attrkit yet")
-    good = w.attribution
-    w.controls["window"].value = 40  # no exception escapes
-    assert "window=40 is larger than the image" in w.error
-    assert "larger than the image" in w.status.value and "Traceback" not in w.status.value
-    assert w.attribution is good  # the last good attribution stays
-    w.controls["window"].value = 8
-    assert w.error is None and "larger" not in w.status.value
+    assert w.controls["window"].max == 32  # the image's size
+    w.controls["window"].value = 40  # clamped by the slider: never larger than the image
+    assert w.controls["window"].value == 32 and w.error is None
+    assert w.controls["stride"].max == 32
+    with pytest.raises(ValueError, match="window=40 is larger than the image"):  # the method layer still refuses
+        _methods.check_window(w.inputs, 40, 20)
 
 
-def test_too_many_forward_passes_are_refused_with_a_message(model):
+def test_a_stride_needing_too_many_forward_passes_is_not_offered(model):
     w = explore(model, torch.rand(3, 96, 96), method="Occlusion", debounce=0)
     if w.controls["method"].value != "Occlusion":
         pytest.skip("Occlusion is not in attrkit yet")
     w.controls["window"].value, w.controls["stride"].value = 2, 1
-    assert "forward passes" in w.error
+    stride = w.controls["stride"].value
+    assert stride == w.controls["stride"].min > 1 and w.error is None
+    assert ((96 - 2) // stride + 1) ** 2 <= _methods.MAX_EVALS
+    with pytest.raises(ValueError, match="forward passes"):
+        _methods.check_window(w.inputs, 2, 1)
+
+
+def test_an_error_shows_as_a_wrapping_message_and_keeps_the_last_map(model, image, monkeypatch):
+    w = explore(model, image, debounce=0)
+    good = w.attribution
+
+    def failing(*args, **kwargs):
+        raise ValueError("no such setting: " + "x" * 400)
+
+    monkeypatch.setattr(_methods, "attribute", failing)
+    w.controls["n_steps"].value = 9  # no exception escapes
+    assert w.error.startswith("ValueError: no such setting")
+    assert "no such setting" in w.status.value and "Traceback" not in w.status.value
+    assert w.attribution is good  # the last good attribution stays
+    assert "overflow-wrap:anywhere" in w.children[0].value  # long messages wrap instead of widening the panel
+
+
+def test_the_map_has_a_legend_that_follows_the_sign(model, image):
+    w = explore(model, image, debounce=0)
+    assert "attrkit-legend" in w.legend.value and "magnitude" in w.legend.value
+    w.controls["sign"].value = "all"
+    assert "−" in w.legend.value and "green +, red −" in w.legend.value
 
 
 def test_going_back_to_a_setting_uses_the_cache(model, image, calls):
@@ -170,9 +197,12 @@ def test_display_controls_redraw_without_recomputing(model, image, calls):
 
 def test_moving_a_slider_quickly_recomputes_once_after_the_pause(model, image, calls):
     w = explore(model, image, debounce=0.2)
+    assert w.wait(timeout=30)  # the first map comes from a worker thread
     for steps in (30, 40, 50):
         w.controls["n_steps"].value = steps
-    w._timer.join(timeout=30)
+    assert "attrkit-stale" in w.heatmap._dom_classes  # the old map is dimmed at once
+    assert w.wait(timeout=30)
+    assert "attrkit-stale" not in w.heatmap._dom_classes
     assert calls == ["IntegratedGradients", "IntegratedGradients"]  # the first view, then n_steps=50 only
     assert w.error is None
     assert w._settings()[0] == ("IntegratedGradients", w.controls["target"].value, ("n_steps", 50))
@@ -240,3 +270,69 @@ def test_visualizer_rejects_what_it_cannot_show(model):
     with pytest.raises(ValueError, match="use_label_for_attr"):
         AttributionVisualizer(model, ["a"], feature, [], use_label_for_attr=False)
 
+
+
+class SlowCNN(torch.nn.Module):
+    """TinyImageCNN with a pause in every forward pass: a long computation on demand; counts its calls."""
+
+    def __init__(self, pause=0.02):
+        super().__init__()
+        self.body, self.pause, self.calls = TinyImageCNN().eval(), pause, 0
+
+    def forward(self, x):
+        self.calls += 1
+        time.sleep(self.pause)
+        return self.body(x)
+
+
+def test_a_newer_setting_stops_the_running_computation_at_its_next_batch(image, monkeypatch):
+    monkeypatch.setattr(_methods, "BATCH_ELEMENTS", 1)  # one integration step per forward pass
+    model = SlowCNN()
+    w = explore(model, image, method="Saliency", debounce=0.01)
+    assert w.wait(timeout=30)
+    w.controls["method"].value = "IntegratedGradients"
+    w.controls["n_steps"].value = 200  # about 200 forward passes, 4 s
+    deadline = time.monotonic() + 30
+    while model.calls < 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "computing IntegratedGradients" in w.status.value
+    w.controls["method"].value = "InputXGradient"
+    assert w.wait(timeout=30)
+    assert w.status.value.count("InputXGradient") and "IntegratedGradients" not in w.status.value
+    assert model.calls < 100, "the superseded computation should have stopped at its next batch"
+    expected = attrkit.InputXGradient(model).attribute(image[None], target=w.controls["target"].value)
+    torch.testing.assert_close(w.attribution, expected)
+    assert not any(k[0] == "IntegratedGradients" and dict(k[2:]).get("n_steps") == 200 for k in w._cache)
+
+
+def test_a_setting_estimated_to_take_long_says_so_before_it_starts(model, image, monkeypatch):
+    w = explore(model, image, debounce=10)  # the request waits: we read the status before it starts
+    assert w.wait(timeout=30) and w.estimate() is not None
+    monkeypatch.setattr(widget, "LONG_SECONDS", w.estimate() * 2)
+    w.controls["n_steps"].value = 100  # five times the cost of the 20 steps just measured
+    assert "estimated from the last run" in w.status.value
+    w.cancel()
+
+
+def test_switching_the_example_dims_the_old_map_at_once_and_computes_in_the_background(model):
+    ui = make_visualizer(model).widget(debounce=0.05)
+    old = ui.explorer
+    assert old.wait(timeout=30) and old.attribution is not None
+    ui.example.value = 3
+    assert "loading example #3" in old.status.value and "attrkit-stale" in old.heatmap._dom_classes
+    new = ui.explorer
+    assert new is not old and new.wait(timeout=30)
+    assert new.attribution is not None and "attrkit-stale" not in new.heatmap._dom_classes
+    torch.testing.assert_close(new.inputs[0], ui.vis.examples()[3].inputs)
+
+
+def test_the_guard_around_the_model_keeps_its_mode_and_stops_when_stale(model):
+    from attrkit.insights.widget import _Cancelled, _Guarded
+
+    stale = [False]
+    guarded = _Guarded(model, lambda: stale[0])
+    assert guarded.training is False and model.training is False
+    guarded(torch.rand(1, 3, 32, 32))
+    stale[0] = True
+    with pytest.raises(_Cancelled):
+        guarded(torch.rand(1, 3, 32, 32))
