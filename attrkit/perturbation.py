@@ -24,6 +24,7 @@ from torch import Tensor
 
 from . import _plumbing as P
 from . import _batching as B
+from . import _incremental
 from .base import PerturbationAttribution
 
 
@@ -116,8 +117,13 @@ class Occlusion(FeatureAblation):
             return tuple(_replace(x, b, _window_masks(grid, chosen - start).unsqueeze(1))
                          for x, b, grid, start in zip(xs, bs, grids, starts))
 
-        diffs = _differences(self.forward_func, xs, build, starts[-1], target, additional_forward_args,
-                             perturbations_per_eval, show_progress, max_batch_memory_mb, (), "Occlusion")
+        # -- incremental inference (attrkit/_incremental.py): exact; None where it does not apply or pay off
+        diffs = _incremental.occlusion_differences(self.forward_func, xs, bs, windows, _strides(strides, xs, windows),
+                                                   target, additional_forward_args, perturbations_per_eval,
+                                                   max_batch_memory_mb)
+        if diffs is None:  # -- end of the incremental hook; the batched path below is the reference
+            diffs = _differences(self.forward_func, xs, build, starts[-1], target, additional_forward_args,
+                                 perturbations_per_eval, show_progress, max_batch_memory_mb, (), "Occlusion")
         attrs = tuple(_spread_windows(diffs[:, start:start + _n_windows(grid)], grid)
                       for grid, start in zip(grids, starts))
         return P.restore(attrs, is_tuple)
