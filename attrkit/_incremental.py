@@ -160,6 +160,7 @@ class Plan:
     moved: int = 0          # elements gathered, compared and scattered by the incremental path
     peak_bytes: int = 0     # the largest tensor (per unit) the incremental path holds
     boundary: list = field(default_factory=list)  # nodes where the incremental part ends
+    contained: dict = field(default_factory=dict)  # window node -> its input's region lies inside what it reads
 
     @property
     def flops_ratio(self) -> float:
@@ -229,11 +230,16 @@ def make_plan(g: _Graph, window, stride) -> Plan | None:
         if isinstance(rule, Window):
             src = g.value[rule.source]
             lh, lw = rule.read_size(region)
-            plan.moved += 3 * n * src.shape[1] * lh * lw
+            source = plan.region[rule.source]
+            ry, rx = region.ys * rule.stride[0], region.xs * rule.stride[1]
+            vy, vx = source.ys + rule.pads[0], source.xs + rule.pads[2]
+            plan.contained[node] = bool(((vy >= ry) & (vy + source.h <= ry + lh)
+                                         & (vx >= rx) & (vx + source.w <= rx + lw)).all())
+            plan.moved += (1 if plan.contained[node] else 3) * n * src.shape[1] * lh * lw
             plan.peak_bytes = max(plan.peak_bytes, src.shape[1] * lh * lw * src.element_size())
             _pad(plan, rule.source, rule.pads, rule.value)
         elif isinstance(rule, Join):
-            plan.moved += 3 * sum(g.value[s][:, :, :region.h, :region.w].numel() for s in rule.sources)
+            plan.moved += sum(g.value[s][:, :, :region.h, :region.w].numel() for s in rule.sources)
             for s in rule.sources:
                 _pad(plan, s, (0, 0, 0, 0), 0.0)
     if not any(k == "region" for n, k in plan.kind.items() if n is not g.nodes[0]):
@@ -242,39 +248,44 @@ def make_plan(g: _Graph, window, stride) -> Plan | None:
 
 
 def _pad(plan: Plan, node, pads, value):
-    """The clean value of ``node`` padded for a window rule, channels last (rows of channels gather fast)."""
+    """The clean value of ``node`` padded for a window rule."""
     key = (node, pads, value)
     if key not in plan.padded:
         top, bottom, left, right = pads
-        padded = torch.nn.functional.pad(plan.graph.value[node], (left, right, top, bottom), value=value)
-        plan.padded[key] = padded.permute(0, 2, 3, 1).contiguous()
+        plan.padded[key] = torch.nn.functional.pad(plan.graph.value[node], (left, right, top, bottom), value=value)
     return plan.padded[key]
 
 
 # --------------------------------------------------------------------------- running a batch of windows
-def _read(clean: Tensor, changed: Tensor, vy: Tensor, vx: Tensor, ry: Tensor, rx: Tensor, lh: int, lw: int,
-          nidx: Tensor, bidx: Tensor) -> Tensor:
-    """Rows ``ry .. ry + lh`` and columns ``rx .. rx + lw`` of every row's input: the clean tensor (``clean``,
-    channels last, padded) where nothing changed, ``changed`` (first row ``vy``, column ``vx``) where it did."""
-    rows = ry[:, None] + torch.arange(lh, device=ry.device)
-    cols = rx[:, None] + torch.arange(lw, device=rx.device)
-    out = clean[nidx[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, lh, lw, C)
+def _read(clean: Tensor, changed: Tensor, ry: Tensor, rx: Tensor, lh: int, lw: int, nidx: Tensor,
+          offsets: tuple[Tensor, Tensor] | None, vy: Tensor, vx: Tensor, bidx: Tensor) -> Tensor:
+    """Rows ``ry .. ry + lh`` and columns ``rx .. rx + lw`` of every row's input, ``(B, C, lh, lw)``: the clean
+    tensor (``clean``, padded) where nothing changed, ``changed`` (first row ``vy``, column ``vx``) where it did.
+    ``offsets``: where ``changed`` sits in the window, per row, when it lies inside for every row."""
+    out = clean.unfold(2, lh, 1).unfold(3, lw, 1)[nidx, :, ry, rx]  # a copy
     h, w = changed.shape[-2:]
-    iy, ix = rows - vy[:, None], cols - vx[:, None]
+    if offsets is not None:
+        return _paste(out, changed, *offsets)
+    iy = (ry - vy)[:, None] + torch.arange(lh, device=ry.device)  # window rows in the changed region's frame
+    ix = (rx - vx)[:, None] + torch.arange(lw, device=rx.device)
     inside = ((iy >= 0) & (iy < h))[:, :, None] & ((ix >= 0) & (ix < w))[:, None, :]
-    new = changed.permute(0, 2, 3, 1)[bidx[:, None, None], iy.clamp(0, h - 1)[:, :, None],
-                                      ix.clamp(0, w - 1)[:, None, :]]
-    return torch.where(inside.unsqueeze(-1), new, out).permute(0, 3, 1, 2).contiguous()
+    new = changed[bidx[:, None, None], :, iy.clamp(0, h - 1)[:, :, None], ix.clamp(0, w - 1)[:, None, :]]
+    return torch.where(inside.unsqueeze(1), new.permute(0, 3, 1, 2), out)
 
 
-def _materialize(clean: Tensor, changed: Tensor, vy: Tensor, vx: Tensor, nidx: Tensor, bidx: Tensor) -> Tensor:
-    """Whole maps: the clean tensor of each row's example with its changed region written in."""
-    full = clean.index_select(0, nidx)
+def _paste(out: Tensor, changed: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
+    """Write ``changed`` into ``out`` (in place) at row ``dy``, column ``dx`` of each row of the batch."""
+    b, c, height, width = out.shape
     h, w = changed.shape[-2:]
-    rows = vy[:, None] + torch.arange(h, device=vy.device)
-    cols = vx[:, None] + torch.arange(w, device=vx.device)
-    full.permute(0, 2, 3, 1)[bidx[:, None, None], rows[:, :, None], cols[:, None, :]] = changed.permute(0, 2, 3, 1)
-    return full
+    flat = ((dy[:, None] + torch.arange(h, device=dy.device))[:, :, None] * width
+            + (dx[:, None] + torch.arange(w, device=dx.device))[:, None, :]).reshape(b, 1, h * w)
+    out.view(b, c, -1).scatter_(2, flat.expand(b, c, h * w), changed.reshape(b, c, h * w))
+    return out
+
+
+def _materialize(clean: Tensor, changed: Tensor, vy: Tensor, vx: Tensor, k: int) -> Tensor:
+    """Whole maps: the clean tensor of each row's example with its changed region written in."""
+    return _paste(clean.repeat(k, 1, 1, 1), changed, vy, vx)
 
 
 def _is_shape_query(node: fx.Node) -> bool:
@@ -294,6 +305,17 @@ def run_units(plan: Plan, units: range, x: Tensor, baseline: Tensor):
             starts[node] = tuple(t[units.start:units.stop].repeat_interleave(n).to(dev) for t in (r.ys, r.xs))
         return starts[node]
 
+    def offsets(node, src):  # where the source's region sits in what the node reads, per row
+        rule, out, inner = plan.rule[node], plan.region[node], plan.region[src]
+        if isinstance(rule, Window):
+            if not plan.contained[node]:
+                return None
+            dy = inner.ys + rule.pads[0] - out.ys * rule.stride[0]
+            dx = inner.xs + rule.pads[2] - out.xs * rule.stride[1]
+        else:
+            dy, dx = inner.ys - out.ys, inner.xs - out.xs
+        return tuple(t[units.start:units.stop].repeat_interleave(n).to(dev) for t in (dy, dx))
+
     env, whole = {g.nodes[0]: _occluded_input(plan, units, x, baseline, at, nidx)}, {}
     last_use = {a: i for i, node in enumerate(g.nodes) for a in ops._flat_nodes((node.args, node.kwargs))}
 
@@ -304,7 +326,7 @@ def run_units(plan: Plan, units: range, x: Tensor, baseline: Tensor):
         if kind == "full":
             return env[a]
         if a not in whole:
-            whole[a] = _materialize(g.value[a], env[a], *at(a), nidx, bidx)
+            whole[a] = _materialize(g.value[a], env[a], *at(a), k)
         return whole[a]
 
     for i, node in enumerate(g.nodes[1:], 1):
@@ -317,15 +339,15 @@ def run_units(plan: Plan, units: range, x: Tensor, baseline: Tensor):
         if isinstance(rule, Window):
             src, region = rule.source, plan.region[node]
             (vy, vx), (oy, ox) = at(src), at(node)
-            window = _read(plan.padded[(src, rule.pads, rule.value)], env[src], vy + rule.pads[0],
-                           vx + rule.pads[2], oy * rule.stride[0], ox * rule.stride[1], *rule.read_size(region),
-                           nidx, bidx)
+            window = _read(plan.padded[(src, rule.pads, rule.value)], env[src], oy * rule.stride[0],
+                           ox * rule.stride[1], *rule.read_size(region), nidx, offsets(node, src),
+                           vy + rule.pads[0], vx + rule.pads[2], bidx)
             env[node] = rule.op(window)
         else:
             if isinstance(rule, Join):
                 region = plan.region[node]
-                local = {s: _read(plan.padded[(s, (0, 0, 0, 0), 0.0)], env[s], *at(s), *at(node), region.h,
-                                  region.w, nidx, bidx) for s in rule.sources}
+                local = {s: _read(plan.padded[(s, (0, 0, 0, 0), 0.0)], env[s], *at(node), region.h, region.w,
+                                  nidx, offsets(node, s), *at(s), bidx) for s in rule.sources}
             elif isinstance(rule, Pointwise):
                 local = {rule.source: env[rule.source]}
             elif _is_shape_query(node):
