@@ -216,7 +216,7 @@ def make_plan(g: _Graph, window, stride) -> Plan | None:
         if region is None or region.h * region.w > FULL_FRACTION * out.shape[-2] * out.shape[-1]:
             plan.kind[node] = "full"
             plan.macs += naive
-            for a in ops._flat_nodes((node.args, node.kwargs)):
+            for a in ops._flat_nodes((node.args, node.kwargs)) if not _is_shape_query(node) else ():
                 if plan.kind.get(a) == "region" and a not in plan.boundary:
                     plan.boundary.append(a)
                     plan.moved += g.value[a].numel()
