@@ -388,7 +388,20 @@ def _occluded_input(plan: Plan, units: range, x: Tensor, baseline: Tensor, at, n
 # --------------------------------------------------------------------------- the entry point for Occlusion
 def prepare(model, x: Tensor, window, stride) -> Plan | None:
     """Trace ``model`` on ``x`` (one 4-d input) and plan the windows; None where the incremental path cannot
-    be used (not a module, hooks on it, untraceable, nothing local before the first non-local layer)."""
+    be used (not a module, hooks on it, untraceable, nothing local before the first non-local layer).
+
+    Example:
+        >>> import torch
+        >>> from attrkit._incremental import prepare
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+        ...                             torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Flatten(),
+        ...                             torch.nn.Linear(8192, 2))
+        >>> plan = prepare(model.eval(), torch.rand(1, 3, 32, 32), window=(3, 4, 4), stride=(3, 4, 4))
+        >>> [plan.region[n].h for n in plan.graph.nodes[:4]]  # a 4x4 patch changes 6x6 and then 8x8 cells
+        [4, 6, 6, 8]
+        >>> round(plan.flops_ratio, 2)  # the linear layer sees every change: it is computed in full
+        0.08
+    """
     if not isinstance(model, nn.Module) or x.dim() != 4 or len(window) != 3 or _has_hooks(model):
         return None
     with torch.no_grad():

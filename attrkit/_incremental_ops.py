@@ -272,7 +272,8 @@ def _classify(node, module_of, kind, value, local):
         if not isinstance(weight, Tensor) or kind.get(given.get("weight")) != "const" or (
                 given.get("bias") is not None and kind.get(given["bias"]) != "const"):
             return None
-        kernel, stride, dilation = tuple(weight.shape[-2:]), _pair(given.get("stride", 1)), _pair(given.get("dilation", 1))
+        kernel, stride = tuple(weight.shape[-2:]), _pair(given.get("stride", 1))
+        dilation = _pair(given.get("dilation", 1))
         pads = _conv_pads(given.get("padding", 0), kernel, stride, dilation, *value[first].shape[-2:])
         if pads is None:
             return None
