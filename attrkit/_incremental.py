@@ -404,6 +404,8 @@ def prepare(model, x: Tensor, window, stride) -> Plan | None:
     """
     if not isinstance(model, nn.Module) or x.dim() != 4 or len(window) != 3 or _has_hooks(model):
         return None
+    if any(m.training for m in model.modules()):
+        return None  # batch statistics, dropout: outputs that depend on the batch (and a clean run would update them)
     with torch.no_grad():
         g = _trace(model, x)
         return None if g is None else make_plan(g, tuple(window), tuple(stride))
