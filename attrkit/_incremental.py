@@ -162,6 +162,11 @@ class Plan:
     boundary: list = field(default_factory=list)  # nodes where the incremental part ends
     contained: dict = field(default_factory=dict)  # window node -> its input's region lies inside what it reads
 
+    def __repr__(self) -> str:
+        regions = sum(k == "region" for k in self.kind.values())
+        return (f"Plan({len(self.windows[0])} windows, {regions} local nodes, ends at {[str(b) for b in self.boundary]}, "
+                f"flops_ratio={self.flops_ratio:.3f}, cost_ratio={self.cost_ratio:.3f})")
+
     @property
     def flops_ratio(self) -> float:
         return self.macs / max(self.naive_macs, 1)
