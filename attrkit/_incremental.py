@@ -164,8 +164,8 @@ class Plan:
 
     def __repr__(self) -> str:
         regions = sum(k == "region" for k in self.kind.values())
-        return (f"Plan({len(self.windows[0])} windows, {regions} local nodes, ends at {[str(b) for b in self.boundary]}, "
-                f"flops_ratio={self.flops_ratio:.3f}, cost_ratio={self.cost_ratio:.3f})")
+        return (f"Plan({len(self.windows[0])} windows, {regions} local nodes, "
+                f"ends at {[str(b) for b in self.boundary]}, flops_ratio={self.flops_ratio:.3f}, cost_ratio={self.cost_ratio:.3f})")
 
     @property
     def flops_ratio(self) -> float:
