@@ -19,6 +19,7 @@ Deep CNN Explanations*, SIGMOD, https://doi.org/10.1145/3299869.3319874 (Krypton
 """
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 from dataclasses import dataclass, field
@@ -448,7 +449,10 @@ def _differences(model, x, baseline, window, stride, target, perturbations_per_e
     n_units = len(plan.windows[0])
     per_eval = _units_per_eval(plan, x, n_units, perturbations_per_eval, max_batch_memory_mb)
     outputs = []
-    with torch.no_grad():
+    from . import _batching as B
+
+    threads = getattr(B, "threads_beside_others", contextlib.nullcontext)  # (once the busy-machine guard lands)
+    with torch.no_grad(), threads():
         for start in range(0, n_units, per_eval):
             units = range(start, min(start + per_eval, n_units))
             out = P.select_target(run_units(plan, units, x, baseline), P.expand_target(target, len(units)))
