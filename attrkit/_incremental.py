@@ -79,6 +79,29 @@ def _clone_first(args):
     return (first.clone(), *args[1:]) if isinstance(first, Tensor) else args
 
 
+_VIEWS = {"view", "reshape", "flatten", "permute", "transpose", "narrow", "split", "chunk", "expand", "unsqueeze",
+          "squeeze", "unflatten", "view_as", "t", "unbind", "select", "as_strided"}
+
+
+def _sharing_storage(node: fx.Node, gm: fx.GraphModule) -> list | None:
+    """``node`` and the nodes it returns unchanged (identity modules, eval-mode dropout, ``contiguous``), whose
+    tensor an in-place operation on ``node`` overwrites too; None when a view may share it (not followed)."""
+    chain = [node]
+    while isinstance(chain[-1], fx.Node):
+        n = chain[-1]
+        module = gm.get_submodule(n.target) if n.op == "call_module" else None
+        if isinstance(module, nn.Identity) or (isinstance(module, (nn.Dropout, nn.Dropout2d)) and not module.training) \
+                or (n.op == "call_method" and n.target == "contiguous"):
+            chain.append(n.args[0])
+        elif (n.op == "call_method" and n.target in _VIEWS) or (
+                n.op == "call_function" and (n.target is operator.getitem
+                                             or getattr(n.target, "__name__", "") in _VIEWS)):
+            return None
+        else:
+            return chain
+    return chain[:-1]
+
+
 @dataclass
 class _Graph:
     """A traced model, its clean run (every node's value), and which nodes depend on the input."""
@@ -113,7 +136,9 @@ def _trace(model: nn.Module, x: Tensor) -> _Graph | None:
                 depends.add(node)
             target = ops.mutated_argument(node, gm.get_submodule)
             if target is not None:
-                if any(order[u] > order[node] for u in target.users if u is not node):
+                shared = _sharing_storage(target, gm)
+                if shared is None or any(order[u] > order[node] for t in shared for u in t.users
+                                         if u is not node and u not in shared):
                     return None  # the overwritten tensor is read again later: not expressible as a data flow
                 mutated[node] = target
             args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: value[n])
@@ -166,7 +191,8 @@ class Plan:
     def __repr__(self) -> str:
         regions = sum(k == "region" for k in self.kind.values())
         return (f"Plan({len(self.windows[0])} windows, {regions} local nodes, "
-                f"ends at {[str(b) for b in self.boundary]}, flops_ratio={self.flops_ratio:.3f}, cost_ratio={self.cost_ratio:.3f})")
+                f"ends at {[str(b) for b in self.boundary]}, flops_ratio={self.flops_ratio:.3f}, "
+                f"cost_ratio={self.cost_ratio:.3f})")
 
     @property
     def flops_ratio(self) -> float:

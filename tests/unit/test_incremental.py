@@ -182,6 +182,22 @@ class _Mutating(nn.Module):
         return self.fc((z + w).mean((2, 3)))
 
 
+class _AliasedInPlace(nn.Module):
+    """An in-place ReLU on an identity module's output overwrites the tensor before it, which is read again."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.same = nn.Identity()
+        self.relu = nn.ReLU(inplace=True)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = self.relu(self.same(y))
+        return self.fc((z + y).mean((2, 3)))
+
+
 class _DataDependent(nn.Module):
     def __init__(self):
         super().__init__()
@@ -194,7 +210,8 @@ class _DataDependent(nn.Module):
         return y.mean((2, 3))
 
 
-@pytest.mark.parametrize("case", ["hooked", "untraceable", "lambda", "non-local first", "two inputs", "mutating"])
+@pytest.mark.parametrize("case", ["hooked", "untraceable", "lambda", "non-local first", "two inputs", "mutating",
+                                  "aliased", "training"])
 def test_falls_back_to_the_batched_path(monkeypatch, case):
     model = _ready(SmallCNN(), torch.float32)
     x = torch.randn(2, 1, 8, 8)
@@ -209,9 +226,11 @@ def test_falls_back_to_the_batched_path(monkeypatch, case):
         model = lambda t: inner(t)  # noqa: E731
     elif case == "non-local first":
         model = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
-    elif case == "mutating":
-        model, x = _Mutating(), torch.randn(2, 3, 8, 8)
+    elif case in ("mutating", "aliased"):
+        model, x = (_Mutating() if case == "mutating" else _AliasedInPlace()), torch.randn(2, 3, 8, 8)
         kwargs.update(sliding_window_shapes=(3, 3, 3), strides=(3, 2, 2))
+    elif case == "training":
+        model = _ready(SmallCNN(), torch.float32).train()
     if case == "two inputs":
         assert I.occlusion_differences(model, (x, x), (x, x), ((1, 3, 3),) * 2, ((1, 2, 2),) * 2, 0) is None
         return
