@@ -294,3 +294,31 @@ def mutated_argument(node, module_of: Callable):
             not node.target.startswith("__"):
         return first
     return None
+
+
+def call(gm, node, args, kwargs):
+    """Run one traced node on the given arguments."""
+    if node.op == "call_module":
+        return gm.get_submodule(node.target)(*args, **kwargs)
+    if node.op == "call_function":
+        return node.target(*args, **kwargs)
+    if node.op == "call_method":
+        return getattr(args[0], node.target)(*args[1:], **kwargs)
+    if node.op == "get_attr":
+        value = gm
+        for part in node.target.split("."):
+            value = getattr(value, part)
+        return value
+    raise ValueError(f"unexpected node {node.op}")
+
+
+def clone_first(args):
+    """The arguments with the first (an in-place operation's target) copied."""
+    first = args[0]
+    return (first.clone(), *args[1:]) if isinstance(first, Tensor) else args
+
+
+def is_shape_query(node) -> bool:
+    """``x.size()``, ``x.shape``, ``x.dim()``, ...: answered from a shape, not from values."""
+    return (node.op == "call_method" and node.target in SHAPE_QUERIES) or (
+        node.op == "call_function" and node.target is getattr and node.args[1] in SHAPE_QUERIES)
