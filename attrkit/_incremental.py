@@ -15,12 +15,17 @@ the ordinary way, and a model that cannot be traced (or has hooks, several input
 to the batched path. :func:`occlusion_differences` estimates the arithmetic first and is used only where it
 saves enough. ``ATTRKIT_INCREMENTAL=off`` turns it off; ``=always`` uses it wherever it applies (for tests).
 
+Opt-in and *not exact*: ``ATTRKIT_INCREMENTAL=approximate:0.4`` is Krypton's approximate mode — no changed
+region grows beyond 40% of its map's height and width, and changes outside it are ignored (less work, a
+different map; see the measured error in the issue-18 report).
+
 Nakandala, Kumar & Papakonstantinou (2019), *Incremental and Approximate Inference for Faster Occlusion-based
 Deep CNN Explanations*, SIGMOD, https://doi.org/10.1145/3299869.3319874 (Krypton; extended in ACM TODS 2020).
 """
 from __future__ import annotations
 
 import contextlib
+import math
 import operator
 import os
 from dataclasses import dataclass, field
@@ -41,7 +46,7 @@ FULL_FRACTION = 0.7    # a region covering more of its map than this is computed
 
 
 def mode() -> str:
-    """``auto`` (default), ``off`` or ``always``, from ``ATTRKIT_INCREMENTAL``."""
+    """``auto`` (default), ``off``, ``always`` or ``approximate:<threshold>``, from ``ATTRKIT_INCREMENTAL``."""
     value = os.environ.get(MODE_ENV, "auto").strip().lower()
     return {"0": "off", "false": "off", "no": "off", "1": "always", "true": "always", "yes": "always"}.get(value, value)
 
@@ -201,8 +206,10 @@ def _unit_windows(shape, window, stride):
     return tuple(out)
 
 
-def make_plan(g: _Graph, window, stride) -> Plan | None:
-    """Follow the changed region of every window through the graph; None when nothing can be done."""
+def make_plan(g: _Graph, window, stride, threshold: float | None = None) -> Plan | None:
+    """Follow the changed region of every window through the graph; None when nothing can be done.
+    ``threshold``: Krypton's *approximate* mode — a region never grows beyond this fraction of its map's height
+    and width (changes outside it are ignored); None (the default) is exact."""
     x = g.value[g.nodes[0]]
     windows = _unit_windows(x.shape[1:], window, stride)
     height, width = x.shape[-2:]
@@ -226,6 +233,8 @@ def make_plan(g: _Graph, window, stride) -> Plan | None:
             region = ops.union([plan.region[s] for s in rule.sources], *out.shape[-2:])
         elif isinstance(rule, Window):
             region = rule.output_region(plan.region[rule.source], *out.shape[-2:])
+        if region is not None and threshold is not None:
+            region = _truncate(region, threshold, *out.shape[-2:])
         naive = _naive_macs(g, node)
         plan.naive_macs += naive
         if region is None or region.h * region.w > FULL_FRACTION * out.shape[-2] * out.shape[-1]:
@@ -254,12 +263,27 @@ def make_plan(g: _Graph, window, stride) -> Plan | None:
             plan.peak_bytes = max(plan.peak_bytes, src.shape[1] * lh * lw * src.element_size())
             _pad(plan, rule.source, rule.pads, rule.value)
         elif isinstance(rule, Join):
+            plan.contained[node] = all(bool(((plan.region[s].ys >= region.ys) & (plan.region[s].xs >= region.xs)
+                                             & (plan.region[s].ys + plan.region[s].h <= region.ys + region.h)
+                                             & (plan.region[s].xs + plan.region[s].w <= region.xs + region.w)).all())
+                                       for s in rule.sources)
             plan.moved += sum(g.value[s][:, :, :region.h, :region.w].numel() for s in rule.sources)
             for s in rule.sources:
                 _pad(plan, s, (0, 0, 0, 0), 0.0)
     if not any(k == "region" for n, k in plan.kind.items() if n is not g.nodes[0]):
         return None
     return plan
+
+
+def _truncate(region: Region, threshold: float, height: int, width: int) -> Region:
+    """The region cut to ``threshold`` of the map around its centre (Krypton's projective-field threshold)."""
+    h, w = max(1, math.ceil(threshold * height)), max(1, math.ceil(threshold * width))
+    if region.h <= h and region.w <= w:
+        return region
+    h, w = min(h, region.h), min(w, region.w)
+    ys = (region.ys + (region.h - h) // 2).clamp(0, height - h)
+    xs = (region.xs + (region.w - w) // 2).clamp(0, width - w)
+    return Region(ys, xs, h, w)
 
 
 def _pad(plan: Plan, node, pads, value):
@@ -272,7 +296,7 @@ def _pad(plan: Plan, node, pads, value):
 
 
 # --------------------------------------------------------------------------- the entry point for Occlusion
-def prepare(model, x: Tensor, window, stride) -> Plan | None:
+def prepare(model, x: Tensor, window, stride, threshold: float | None = None) -> Plan | None:
     """Trace ``model`` on ``x`` (one 4-d input) and plan the windows; None where the incremental path cannot
     be used (not a module, hooks on it, untraceable, nothing local before the first non-local layer).
 
@@ -294,7 +318,7 @@ def prepare(model, x: Tensor, window, stride) -> Plan | None:
         return None  # batch statistics, dropout: outputs that depend on the batch (and a clean run would update them)
     with torch.no_grad():
         g = _trace(model, x)
-        return None if g is None else make_plan(g, tuple(window), tuple(stride))
+        return None if g is None else make_plan(g, tuple(window), tuple(stride), threshold)
 
 
 def occlusion_differences(forward_func, inputs, baselines, windows, strides, target=None,
@@ -317,8 +341,9 @@ def occlusion_differences(forward_func, inputs, baselines, windows, strides, tar
 def _differences(model, x, baseline, window, stride, target, perturbations_per_eval, max_batch_memory_mb, how):
     from . import _plumbing as P
 
-    plan = prepare(model, x, window, stride)
-    if plan is None or (how != "always" and plan.cost_ratio > WORTH_IT):
+    threshold = float(how.split(":", 1)[1]) if how.startswith("approximate:") else None
+    plan = prepare(model, x, window, stride, threshold)
+    if plan is None or (how == "auto" and plan.cost_ratio > WORTH_IT):
         return None
     g, n = plan.graph, x.shape[0]
     target = P.validate_target(target)

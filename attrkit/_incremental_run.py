@@ -96,7 +96,8 @@ def run_units(plan, units: range, x: Tensor, baseline: Tensor):
             if isinstance(rule, Join):
                 region = plan.region[node]
                 local = {s: _read(plan.padded[(s, (0, 0, 0, 0), 0.0)], env[s], *at(node), region.h, region.w,
-                                  nidx, offsets(node, s), *at(s), bidx) for s in rule.sources}
+                                  nidx, offsets(node, s) if plan.contained[node] else None, *at(s), bidx)
+                         for s in rule.sources}
             elif isinstance(rule, Pointwise):
                 local = {rule.source: env[rule.source]}
             elif _is_shape_query(node):

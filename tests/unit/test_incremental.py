@@ -260,3 +260,18 @@ def test_off_switch(monkeypatch):
     model = _ready(TinyImageCNN(), torch.float32)
     x = torch.randn(1, 3, 32, 32)
     assert I.occlusion_differences(model, (x,), (torch.zeros_like(x),), ((3, 4, 4),), ((3, 4, 4),), 0) is None
+
+
+def test_approximate_mode_is_opt_in_and_exact_at_threshold_one(monkeypatch):
+    model = _ready(torchvision.models.resnet18())
+    x = torch.randn(1, 3, 48, 48, dtype=torch.float64)
+    kwargs = dict(sliding_window_shapes=(3, 8, 8), strides=(3, 6, 6), target=3)
+    ref, _ = _both(monkeypatch, model, x, **kwargs)
+    monkeypatch.setenv(I.MODE_ENV, "approximate:1.0")
+    whole = Occlusion(model).attribute(x, **kwargs) / model(x).abs().max()
+    assert _rel(whole, ref) < TOL64
+    monkeypatch.setenv(I.MODE_ENV, "approximate:0.3")
+    cut = Occlusion(model).attribute(x, **kwargs) / model(x).abs().max()
+    assert 0 < _rel(cut, ref) < 1
+    plan = I.prepare(model, x, (3, 8, 8), (3, 6, 6), threshold=0.3)
+    assert plan.flops_ratio < I.prepare(model, x, (3, 8, 8), (3, 6, 6)).flops_ratio
