@@ -4,6 +4,7 @@
     python bench/run.py --markdown book/performance_table.md   # what `make bench` runs
     python bench/run.py --quick                           # a fast smoke run (small cases, one repeat)
     python bench/run.py --only Occlusion --threads 2
+    python bench/run.py --busy                            # beside CPU-bound competitor processes (one per core)
 
 For each case: one warm-up call of each contender, then ``--repeats`` timed calls, interleaved (attrkit,
 Captum, floor, then Captum, floor, attrkit, ...: the order rotates), and the median. Captum runs at its
@@ -13,6 +14,13 @@ timed on a ready-made tensor (the image models in chunks of ``FLOOR_CHUNK`` imag
 ResNet-18's 784 occluded images would need ~10 GB, and on a CPU moderate batches run faster than one giant
 one). Targets are printed beside the ratios; they are measured, never asserted. Timings on a shared machine
 are noisy: run it when the machine is otherwise idle (``--clock cpu`` helps a little).
+
+Occlusion cases also report the arithmetic of attrkit's exact incremental path against re-running the model
+on every occluded copy (``FLOPs incr./naive``, from :mod:`attrkit._incremental`'s plan: multiply-adds, a
+deterministic number), or "batched" where attrkit decides the incremental path does not pay off. ``--busy``
+starts one CPU-bound process per core before the cases and stops it after them: the ratios on a machine that
+something else keeps busy (Captum's one-perturbation-at-a-time loop never starts torch's intra-op threads;
+attrkit's batches do, and those stall when the cores are taken).
 
 To add a case, append a :class:`Case` to ``CASES``: a model and inputs, the shared ``attribute()`` keywords,
 and a floor (``forward_floor(rows)`` or ``forward_backward_floor(rows)`` for gradient methods, where
@@ -51,6 +59,8 @@ from torch import nn  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import attrkit  # noqa: E402
+import attrkit.models  # noqa: E402
+from attrkit import _incremental  # noqa: E402
 
 torch.set_num_threads(THREADS)
 FLOOR_CHUNK = 64
@@ -75,6 +85,16 @@ def resnet18() -> nn.Module:
     import torchvision
 
     return torchvision.models.resnet18()  # random weights: the timing does not depend on them
+
+
+def efficientnet_lite0() -> nn.Module:
+    """The book's EfficientNet-Lite0 (real ImageNet weights when the package is installed, else random ones)."""
+    try:
+        return attrkit.models.efficientnet_lite0()
+    except ImportError:
+        import timm
+
+        return timm.create_model("tf_efficientnet_lite0", pretrained=False)
 
 
 def repeat_rows(n_units: int) -> Callable:
@@ -167,9 +187,17 @@ CASES = [
          forward_floor(repeat_rows(occlusion_windows(32, 4, 2)), FLOOR_CHUNK), {"captum": 0.5, "floor": 1.5}),
     Case("resnet18, one 224x224 image, 15x15 window, stride 8", "Occlusion", lambda: resnet18().eval(),
          lambda: torch.randn(1, 3, 224, 224), {"target": 0, "sliding_window_shapes": (3, 15, 15), "strides": (3, 8, 8)},
-         forward_floor(repeat_rows(occlusion_windows(224, 15, 8)), FLOOR_CHUNK), {"captum": 1.0, "floor": 1.5},
+         forward_floor(repeat_rows(occlusion_windows(224, 15, 8)), FLOOR_CHUNK), {"captum": 0.5, "floor": 0.67},
          repeats=1, warmup=False, quick=False,
          note="`Occlusion` on resnet18: one run of each contender without a warm-up call (each takes seconds)."),
+    *[Case(f"EfficientNet-Lite0 (the book's), one 224x224 image, {w}x{w} window, stride {w // 2}", "Occlusion",
+           lambda: efficientnet_lite0().eval(), lambda: torch.randn(1, 3, 224, 224),
+           {"target": 145, "sliding_window_shapes": (3, w, w), "strides": (3, w // 2, w // 2), "baselines": -1.0},
+           forward_floor(repeat_rows(occlusion_windows(224, w, w // 2)), FLOOR_CHUNK),
+           {"captum": 0.5, "floor": 0.67}, repeats=1 if w < 64 else None, warmup=w >= 64, quick=False,
+           note="EfficientNet-Lite0: the notebook's two windows (64 and 24 px, stride half the window) and its "
+                "black baseline (-1 after the model's normalisation).")
+      for w in (64, 24)],
     # gradient methods: the floor is the forward and backward passes over every point the estimator evaluates;
     # Captum sits at that floor too, so attrkit / Captum is ~1 and only the floor has a target
     Case("CIFAR-sized CNN, 16 images, 50 steps", "IntegratedGradients", cifar_cnn, lambda: torch.randn(16, 3, 32, 32),
@@ -225,9 +253,21 @@ def run_case(case: Case, repeats: int) -> dict:
             if repeat or not case.warmup:
                 times[name].append(seconds)
     result = {k: statistics.median(v) for k, v in times.items()}
+    if case.method == "Occlusion":
+        result["flops"] = occlusion_flops(model, inputs, case.kwargs)
     if case.deterministic:
         result["max_diff"] = float((outputs["attrkit"] - outputs["captum"].to(outputs["attrkit"].dtype)).abs().max())
     return result
+
+
+def occlusion_flops(model, inputs, kwargs) -> str:
+    """Multiply-adds of attrkit's incremental path / of the naive one, or why it is not used."""
+    plan = _incremental.prepare(model, inputs, kwargs["sliding_window_shapes"], kwargs.get("strides") or 1)
+    if plan is None:
+        return "n/a (batched)"
+    used = _incremental.mode() == "always" or (_incremental.mode() == "auto" and
+                                               plan.cost_ratio <= _incremental.WORTH_IT)
+    return f"{plan.flops_ratio:.3f}" + ("" if used else " (batched)")
 
 
 def fmt_seconds(s: float) -> str:
@@ -250,7 +290,7 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores"
 
 
-def table(rows: list[tuple[Case, dict]], repeats: int, clock_name: str = "wall") -> str:
+def table(rows: list[tuple[Case, dict]], repeats: int, clock_name: str = "wall", busy: int = 0) -> str:
     import captum
 
     lines = [
@@ -258,21 +298,51 @@ def table(rows: list[tuple[Case, dict]], repeats: int, clock_name: str = "wall")
         f"Captum {captum.__version__}, attrkit {attrkit.__version__}; {torch.get_num_threads()} torch threads "
         f"(`OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}`); {'wall-clock' if clock_name == 'wall' else 'CPU'} "
         f"time, median of {repeats} runs after one warm-up unless noted below. ✓ / ✗: the target for that ratio "
-        f"is met / missed.",
+        f"is met / missed."
+        + (f" **Busy machine:** {busy} CPU-bound competitor process(es) ran beside every case." if busy else ""),
         "",
         "| method | case | attrkit | Captum (defaults) | floor | attrkit / Captum | attrkit / floor "
-        "| max abs. difference |",
-        "|---|---|---|---|---|---|---|---|",
+        "| FLOPs incr. / naive | max abs. difference |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for case, r in rows:
         diff = f"{r['max_diff']:.1e}" if "max_diff" in r else case.uncompared
         lines.append(
             f"| `{case.method}` | {case.name} | {fmt_seconds(r['attrkit'])} | {fmt_seconds(r['captum'])} "
             f"| {fmt_seconds(r['floor'])} | {ratio_cell(r['attrkit'] / r['captum'], case.targets.get('captum'))} "
-            f"| {ratio_cell(r['attrkit'] / r['floor'], case.targets.get('floor'))} | {diff} |"
+            f"| {ratio_cell(r['attrkit'] / r['floor'], case.targets.get('floor'))} | {r.get('flops', '')} | {diff} |"
         )
     notes = list(dict.fromkeys(case.note for case, _ in rows if case.note))
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def _spin():
+    """A CPU-bound competitor: pure Python, no threads of its own."""
+    while True:
+        pass
+
+
+class Competitors:
+    """``n`` CPU-bound processes, started on entry and stopped (terminated, joined) on exit."""
+
+    def __init__(self, n: int):
+        self.n, self.procs = n, []
+
+    def __enter__(self):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.procs = [ctx.Process(target=_spin, daemon=True) for _ in range(self.n)]
+        for p in self.procs:
+            p.start()
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.join()
+        return False
 
 
 def main(argv=None) -> int:
@@ -282,6 +352,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per contender (default 5)")
     parser.add_argument("--only", nargs="*", help="run only the cases whose method is listed")
     parser.add_argument("--threads", type=int, default=THREADS, help="torch / OpenMP threads (default: all cores)")
+    parser.add_argument("--busy", nargs="?", const=-1, type=int, default=0, metavar="N",
+                        help="run beside N CPU-bound competitor processes (default: one per core)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall-clock time (default), or this process's CPU time: steadier on a shared machine")
     args = parser.parse_args(argv)
@@ -290,12 +362,14 @@ def main(argv=None) -> int:
     repeats = 1 if args.quick else args.repeats
     warnings.filterwarnings("ignore")  # Captum warns about batch size and feature counts; not what we measure
     rows = []
-    for case in CASES:
-        if (args.quick and not case.quick) or (args.only and case.method not in args.only):
-            continue
-        print(f"{case.method} — {case.name} ...", file=sys.stderr, flush=True)
-        rows.append((case, run_case(case, repeats)))
-    text = table(rows, repeats, args.clock)
+    busy = (os.cpu_count() or 1) if args.busy == -1 else args.busy
+    with Competitors(busy):
+        for case in CASES:
+            if (args.quick and not case.quick) or (args.only and case.method not in args.only):
+                continue
+            print(f"{case.method} — {case.name} ...", file=sys.stderr, flush=True)
+            rows.append((case, run_case(case, repeats)))
+    text = table(rows, repeats, args.clock, busy)
     print(text)
     if args.markdown:
         with open(args.markdown, "w") as f:
