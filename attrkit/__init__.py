@@ -17,6 +17,8 @@ from .layer import (GuidedGradCam, InternalInfluence, LayerActivation, LayerCond
 from .neuron import (NeuronConductance, NeuronDeconvolution, NeuronDeepLift, NeuronDeepLiftShap,
                      NeuronFeatureAblation, NeuronGradient, NeuronGradientShap, NeuronGuidedBackprop,
                      NeuronIntegratedGradients)
+from .text import (InterpretableEmbeddingBase, ProductBaselines, TokenReferenceBase,
+                   configure_interpretable_embedding_layer, remove_interpretable_embedding_layer)
 
 __version__ = "0.1.0"
 
@@ -32,4 +34,6 @@ __all__ = [
     "LayerDeepLift", "LayerDeepLiftShap", "LayerFeatureAblation", "LayerFeaturePermutation",
     "NeuronGradient", "NeuronIntegratedGradients", "NeuronConductance", "NeuronGradientShap",
     "NeuronDeepLift", "NeuronDeepLiftShap", "NeuronGuidedBackprop", "NeuronDeconvolution", "NeuronFeatureAblation",
+    "TokenReferenceBase", "InterpretableEmbeddingBase", "configure_interpretable_embedding_layer",
+    "remove_interpretable_embedding_layer", "ProductBaselines",
 ]
