@@ -19,6 +19,8 @@ from .neuron import (NeuronConductance, NeuronDeconvolution, NeuronDeepLift, Neu
                      NeuronIntegratedGradients)
 from .text import (InterpretableEmbeddingBase, ProductBaselines, TokenReferenceBase,
                    configure_interpretable_embedding_layer, remove_interpretable_embedding_layer)
+from .llm import (ImageMaskInput, InterpretableInput, LLMAttribution, LLMAttributionResult, LLMGradientAttribution,
+                  RemoteLLMAttribution, RemoteLLMProvider, TextTemplateInput, TextTokenInput, merge_subword_tokens)
 
 __version__ = "0.1.0"
 
@@ -36,4 +38,7 @@ __all__ = [
     "NeuronDeepLift", "NeuronDeepLiftShap", "NeuronGuidedBackprop", "NeuronDeconvolution", "NeuronFeatureAblation",
     "TokenReferenceBase", "InterpretableEmbeddingBase", "configure_interpretable_embedding_layer",
     "remove_interpretable_embedding_layer", "ProductBaselines",
+    "InterpretableInput", "TextTemplateInput", "TextTokenInput", "ImageMaskInput", "LLMAttribution",
+    "LLMGradientAttribution", "LLMAttributionResult", "RemoteLLMAttribution", "RemoteLLMProvider",
+    "merge_subword_tokens",
 ]
