@@ -251,7 +251,8 @@ class TextTokenInput(InterpretableInput):
         if isinstance(baselines, int):
             return baselines
         ids = tokenizer.convert_tokens_to_ids([baselines])
-        if not ids or ids[0] is None:
+        unknown = getattr(tokenizer, "unk_token_id", None)
+        if not ids or ids[0] is None or (ids[0] == unknown and baselines != getattr(tokenizer, "unk_token", None)):
             raise ValueError(f"`baselines`: the token {baselines!r} is not in the tokenizer's vocabulary.")
         return int(ids[0])
 
