@@ -236,7 +236,9 @@ class LLMAttribution(BaseLLMAttribution):
     answer (``forward_in_tokens=False``). attrkit additions: ``target`` may also be a list of token ids; a
     model without ``.generate`` decodes greedily; ``output_probs`` of the result holds the target tokens'
     probabilities under the unperturbed prompt (Captum leaves it None); any :class:`InterpretableInput`
-    subclass is accepted.
+    subclass is accepted. Departure: the cached token-by-token scores equal an uncached forward pass
+    (Captum 0.9's cached path, under transformers 5, drifts from the second answer token on — about 1e-2
+    in log-probability on a tiny Llama; its uncached path agrees with ours to float precision).
 
     Example:
         >>> from attrkit import FeatureAblation, LLMAttribution, TextTemplateInput

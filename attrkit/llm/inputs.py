@@ -17,13 +17,14 @@ Names, arguments and behaviour follow Captum 0.9; bad input raises ``ValueError`
 from __future__ import annotations
 
 import string
+from abc import ABC, abstractmethod
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 
-class InterpretableInput:
+class InterpretableInput(ABC):
     """The interface: ``n_itp_features``, ``values`` (one label per feature, for plots),
     :meth:`to_tensor` (the all-present row, shape ``(1, n_itp_features)``), :meth:`to_model_input`
     (a perturbed row -> the model's input) and :meth:`format_attr` (attributions per interpretable feature
@@ -48,11 +49,13 @@ class InterpretableInput:
     n_itp_features: int
     values: list[str]
 
+    @abstractmethod
     def to_tensor(self) -> Tensor:
-        raise NotImplementedError
+        """The interpretable representation with every feature present, shape ``(1, n_itp_features)``."""
 
+    @abstractmethod
     def to_model_input(self, perturbed_tensor: Tensor | None = None) -> Any:
-        raise NotImplementedError
+        """What the model reads for a perturbed row (None: the original input)."""
 
     def format_attr(self, itp_attr: Tensor) -> Tensor:
         """Attributions ``(..., n_itp_features)`` -> as displayed (by default unchanged)."""
@@ -209,7 +212,8 @@ class TextTokenInput(InterpretableInput):
     (Sundararajan et al. 2017, https://arxiv.org/abs/1703.01365: a baseline token per position.)
 
     ``values`` are the raw tokenizer tokens (``"▁Paris"``, ``"Ġthe"``); see
-    :func:`attrkit.merge_subword_tokens` for words.
+    :func:`attrkit.merge_subword_tokens` for words. A ``baselines`` token string that the tokenizer does
+    not know raises ``ValueError`` (Captum silently uses the unknown-token id).
 
     Example:
         >>> import torch

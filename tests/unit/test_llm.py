@@ -387,3 +387,30 @@ def test_bad_arguments_are_named(plain):
         A.ImageMaskInput(Image.new("RGB", (3, 2)), mask=torch.zeros(3, 2))
     with pytest.raises(NotImplementedError):
         llm.attribute_future()
+
+
+def test_layer_gradient_shap_and_embedding_lookup(plain):
+    model, tok = plain
+    from attrkit.llm import find_embedding_layer
+    assert find_embedding_layer(model) is model.embedding
+    torch.manual_seed(0)
+    inp = A.TextTokenInput("the cat sat", tok, baselines="<pad>", skip_tokens=["<s>"])
+    res = A.LLMGradientAttribution.for_model(model, tok, A.LayerGradientShap).attribute(
+        inp, target="on a", baselines=torch.zeros(1, 3, dtype=torch.long), n_samples=4)
+    assert res.token_attr.shape == (2, 3) and torch.isfinite(res.token_attr).all()
+
+
+def test_pretty_tokens_fall_back_to_decoding_each_id():
+    from attrkit.llm import pretty_tokens
+
+    class NoOffsets(WordTokenizer):
+        def __call__(self, *args, **kwargs):
+            raise NotImplementedError
+
+    tok = NoOffsets(["hello", "world"])
+    assert pretty_tokens(torch.tensor([4, 5]), tok) == ["hello", "world"]
+
+
+def test_interpretable_input_is_abstract():
+    with pytest.raises(TypeError):
+        A.InterpretableInput()
