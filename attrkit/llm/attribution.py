@@ -41,11 +41,13 @@ def logits_of(output: Any) -> Tensor:
     elif isinstance(output, (tuple, list)):
         output = output[0]
     if not isinstance(output, Tensor):
-        raise TypeError(f"the model must return logits (a tensor or an object with .logits), got {type(output).__name__}.")
+        raise TypeError("the model must return logits (a tensor or an object with .logits), "
+                        f"got {type(output).__name__}.")
     if output.dim() == 4:  # (batch, 1, length, vocabulary), e.g. Llama 4
         output = output[:, 0]
     if output.dim() != 3:
-        raise ValueError(f"the model must return logits of shape (batch, length, vocabulary), got {tuple(output.shape)}.")
+        raise ValueError("the model must return logits of shape (batch, length, vocabulary), "
+                         f"got {tuple(output.shape)}.")
     return output
 
 
@@ -101,8 +103,14 @@ class _Model:
         return self.module(inputs["input_ids"], **kwargs)
 
 
-def _ones_mask(ids: Tensor) -> Tensor:
-    return torch.ones(ids.shape, dtype=torch.long, device=ids.device)
+def _mask(model_inp: dict, ids: Tensor) -> Tensor:
+    """The attention mask for ``ids`` (the prompt, perhaps followed by answer tokens): the input's own mask
+    (a processor's, with zeros for padding) extended by ones, or all ones."""
+    given = model_inp.get("attention_mask")
+    if not isinstance(given, Tensor) or given.dim() != 2 or given.shape[1] > ids.shape[1]:
+        return torch.ones(ids.shape, dtype=torch.long, device=ids.device)
+    extra = torch.ones(given.shape[0], ids.shape[1] - given.shape[1], dtype=given.dtype, device=given.device)
+    return torch.cat([given, extra], dim=1)
 
 
 # --------------------------------------------------------------------------- shared by all LLM classes
@@ -164,7 +172,8 @@ class BaseLLMAttribution(Attribution):
             ids = self._generate(self._format_model_input(inp.to_model_input()), gen_args)
         else:
             if gen_args is not None:
-                raise ValueError("`gen_args` is only used to generate the target; it must be None when `target` is given.")
+                raise ValueError("`gen_args` is only used to generate the target; it must be None when "
+                                 "`target` is given.")
             if isinstance(target, str):
                 ids = torch.as_tensor(self.tokenizer.encode(target, add_special_tokens=False), dtype=torch.long)
                 if ids.numel() == 0:
@@ -174,7 +183,8 @@ class BaseLLMAttribution(Attribution):
                 if ids.dtype.is_floating_point or ids.dtype == torch.bool:
                     raise TypeError(f"`target` token ids must be integers, got {ids.dtype}.")
             else:
-                raise TypeError(f"`target` must be a string, token ids (a 1-D tensor) or None, got {type(target).__name__}.")
+                raise TypeError("`target` must be a string, token ids (a 1-D tensor) or None, "
+                                f"got {type(target).__name__}.")
             ids = ids.reshape(-1)
             if ids.numel() == 0:
                 raise ValueError("`target` holds no token ids.")
@@ -209,7 +219,8 @@ class BaseLLMAttribution(Attribution):
         new: list[int] = []
         with torch.no_grad():
             for _ in range(int(gen_args.get("max_new_tokens", 25))):
-                logits = logits_of(self._caller({**model_inp, "input_ids": ids, "attention_mask": _ones_mask(ids)}))
+                step = {**model_inp, "input_ids": ids, "attention_mask": _mask(model_inp, ids)}
+                logits = logits_of(self._caller(step))
                 token = int(logits[0, -1].argmax())
                 new.append(token)
                 if token == eos:
@@ -272,7 +283,8 @@ class LLMAttribution(BaseLLMAttribution):
         self._check_context(ids.shape[1], len(target_tokens))
         if not forward_in_tokens:
             full = torch.cat([ids, target_tokens.unsqueeze(0).to(ids.device)], dim=1)
-            logits = logits_of(self._caller({**model_inp, "input_ids": full, "attention_mask": _ones_mask(full)}))
+            full_inp = {**model_inp, "input_ids": full, "attention_mask": _mask(model_inp, full)}
+            logits = logits_of(self._caller(full_inp))
             n = ids.shape[1]
             steps = torch.log_softmax(logits[0, n - 1:n - 1 + len(target_tokens)], dim=-1)
             return steps.gather(1, target_tokens.unsqueeze(1)).squeeze(1)
@@ -281,21 +293,21 @@ class LLMAttribution(BaseLLMAttribution):
         out, inputs = [], dict(model_inp)
         for token in target_tokens:
             ids = inputs["input_ids"]
-            logits = logits_of(self._caller({**inputs, "attention_mask": _ones_mask(ids)}, use_cache=False))
+            logits = logits_of(self._caller({**inputs, "attention_mask": _mask(model_inp, ids)}, use_cache=False))
             out.append(torch.log_softmax(logits[0, -1], dim=-1)[token])
             inputs["input_ids"] = torch.cat([ids, token.reshape(1, 1).to(ids.device)], dim=1)
         return torch.stack(out)
 
     def _cached_log_probs(self, model_inp: dict, target_tokens: Tensor) -> Tensor:
         ids = model_inp["input_ids"]
-        output = self._caller({**model_inp, "attention_mask": _ones_mask(ids)}, use_cache=True)
-        out, length = [], ids.shape[1]
+        mask = _mask(model_inp, ids)
+        output = self._caller({**model_inp, "attention_mask": mask}, use_cache=True)
+        out = []
         for i, token in enumerate(target_tokens):
             out.append(torch.log_softmax(logits_of(output)[0, -1], dim=-1)[token])
             if i + 1 < len(target_tokens):
-                length += 1
                 step = token.reshape(1, 1).to(ids.device)
-                mask = torch.ones(1, length, dtype=torch.long, device=ids.device)
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
                 output = self._caller({"input_ids": step, "attention_mask": mask},
                                       past_key_values=output.past_key_values, use_cache=True)
         return torch.stack(out)

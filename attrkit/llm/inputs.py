@@ -143,7 +143,8 @@ class TextTemplateInput(InterpretableInput):
         elif not callable(baselines):
             baselines = _as_list(baselines, self.dict_keys, "baselines")
             if len(baselines) != self.n_features:
-                raise ValueError(f"`baselines` must have one entry per value ({self.n_features}), got {len(baselines)}.")
+                raise ValueError(f"`baselines` must have one entry per value ({self.n_features}), "
+                                 f"got {len(baselines)}.")
         self.baselines = baselines
         self.mask = mask
         if mask is None:
@@ -316,7 +317,8 @@ class ImageMaskInput(InterpretableInput):
         else:
             mask = torch.zeros(shape, dtype=torch.long) if mask is None else torch.as_tensor(mask)
             if tuple(mask.shape) != shape:
-                raise ValueError(f"`mask` must have the image's shape (height, width) = {shape}, got {tuple(mask.shape)}.")
+                raise ValueError(f"`mask` must have the image's shape (height, width) = {shape}, "
+                                 f"got {tuple(mask.shape)}.")
             self.mask, self.mask_list = mask, []
             ids = [int(i) for i in torch.unique(mask).tolist()]
         self.mask_id_to_idx = {m: i for i, m in enumerate(ids)}

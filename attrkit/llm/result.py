@@ -65,7 +65,8 @@ def merge_subword_tokens(tokens: Sequence[str], attributions: Tensor | None = No
     Example:
         >>> import torch
         >>> from attrkit import merge_subword_tokens
-        >>> words, attr = merge_subword_tokens(["<s>", "▁Par", "is", "▁is", "▁big"], torch.tensor([0., 1., 2., 3., 4.]))
+        >>> tokens = ["<s>", "▁Par", "is", "▁is", "▁big"]
+        >>> words, attr = merge_subword_tokens(tokens, torch.tensor([0., 1., 2., 3., 4.]))
         >>> words, attr
         (['<s>', 'Paris', 'is', 'big'], tensor([0., 3., 3., 4.]))
     """

@@ -1,7 +1,7 @@
 """LLM attribution (attrkit.llm): against Captum on a tiny Llama, axioms on a plain nn.Embedding model,
 the interpretable inputs, the result and its plots, and bad input."""
-import warnings
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -248,9 +248,11 @@ def test_token_input_batches_for_gradients(plain):
 def test_image_mask_input_and_heatmap(plain):
     image = Image.new("RGB", (4, 2), (200, 100, 50))
     mask = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1]])
-    inp = A.ImageMaskInput(image, mask=mask, baseline=(0, 0, 0),
-                           processor_fn=lambda im: {"input_ids": torch.tensor([[1, 4]]),
-                                                    "pixel_values": torch.tensor(__import__("numpy").asarray(im)).reshape(1, -1, 3).float()})
+    def processor(im):
+        pixels = torch.tensor(np.asarray(im)).reshape(1, -1, 3).float()
+        return {"input_ids": torch.tensor([[1, 4]]), "pixel_values": pixels}
+
+    inp = A.ImageMaskInput(image, mask=mask, baseline=(0, 0, 0), processor_fn=processor)
 
     class Seeing(torch.nn.Module):  # next-token logits grow with the red of the right half
         def forward(self, input_ids, pixel_values, attention_mask=None):
@@ -414,3 +416,26 @@ def test_pretty_tokens_fall_back_to_decoding_each_id():
 def test_interpretable_input_is_abstract():
     with pytest.raises(TypeError):
         A.InterpretableInput()
+
+
+@pytest.mark.parametrize("forward_in_tokens,cached", [(True, False), (False, False), (True, True)])
+def test_a_given_attention_mask_is_passed_through(plain, forward_in_tokens, cached):
+    """A processor's mask (0 = padding) reaches the model, extended by ones over the answer."""
+    model, tok = plain
+
+    class Padded(A.InterpretableInput):
+        values, n_itp_features = ["prompt"], 1
+
+        def to_tensor(self):
+            return torch.ones(1, 1)
+
+        def to_model_input(self, perturbed_tensor=None):
+            return {"input_ids": torch.tensor([[1, 4, 5, 6]]), "attention_mask": torch.tensor([[1, 1, 0, 1]])}
+
+    llm = A.LLMAttribution(A.FeatureAblation(model), tok)
+    target = torch.tensor(tok.encode("on a", add_special_tokens=False))
+    padded = llm._forward_func(None, Padded(), target, cached, None, forward_in_tokens)
+    um = tok.convert_tokens_to_ids("um")  # a token with a zero embedding: the same as masking it out here
+    dead = llm._forward_func(None, A.TextTokenInput("the um sat", tok), target, cached, None, forward_in_tokens)
+    _close(padded, dead)
+    assert um in A.TextTokenInput("the um sat", tok).inp_tensor[0].tolist()
