@@ -347,6 +347,32 @@ class ImageMaskInput(InterpretableInput):
                 pixels[m.cpu().numpy().astype(bool)] = self.baseline
         return self.processor_fn(Image.fromarray(pixels.astype("uint8")))
 
+    def plot_mask_overlay(self, show: bool = False, border_width: int = 0, show_legends: bool = True):
+        """The image with each segment tinted in its own colour (``tab20``, so the same every time; Captum
+        draws random colours), optional outlines and segment ids. Returns ``(fig, ax)``, or None with
+        ``show=True``."""
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        fig, ax = plt.subplots()
+        ax.imshow(self.image)
+        colours = plt.get_cmap("tab20")
+        for k, (m, mid) in enumerate(zip(self.get_mask_list(), self.mask_id_to_idx)):
+            m = m.cpu().numpy().astype(bool)
+            tint = np.zeros((*m.shape, 4))
+            tint[m] = (*colours(k % 20)[:3], 0.55)
+            ax.imshow(tint)
+            if border_width > 0 and m.any():
+                ax.contour(m.astype(float), levels=[0.5], colors=[colours(k % 20)], linewidths=border_width / 2)
+            if show_legends and m.any():
+                ys, xs = np.nonzero(m)
+                ax.text(xs.mean(), ys.mean(), str(mid), ha="center", va="center", fontsize=9)
+        ax.axis("off")
+        if show:
+            plt.show()
+            return None
+        return fig, ax
+
     def format_pixel_attr(self, itp_attr: Tensor) -> Tensor:
         """Per-feature attributions ``(..., n_itp_features)`` -> per pixel ``(..., height, width)`` (features
         that overlap add up)."""

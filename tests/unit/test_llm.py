@@ -267,6 +267,8 @@ def test_image_mask_input_and_heatmap(plain):
     pixels = inp.format_pixel_attr(res.seq_attr.unsqueeze(0))
     assert pixels.shape == (1, 2, 4) and torch.equal(pixels[0, :, 2:], res.seq_attr[1].expand(2, 2))
     fig, ax = res.plot_image_heatmap()
+    fig, ax = res.plot_image_heatmap(target_token_pos=0, border_width=0, show_legends=False)
+    fig, ax = inp.plot_mask_overlay(border_width=2)
     overlap = A.ImageMaskInput(image, mask_list=[mask == 0, torch.ones(2, 4, dtype=torch.bool)])
     assert overlap.format_pixel_attr(torch.tensor([[1.0, 2.0]]))[0, 0].tolist() == [3.0, 3.0, 2.0, 2.0]
 
