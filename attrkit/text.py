@@ -35,6 +35,11 @@ class TokenReferenceBase:
     """
 
     def __init__(self, reference_token_idx: int = 0) -> None:
+        if reference_token_idx is None:
+            raise ValueError("`reference_token_idx` is None (a tokenizer without a pad token gives pad_token_id = "
+                             "None): give a token id, e.g. the unknown or end-of-sequence token's.")
+        if isinstance(reference_token_idx, bool) or not isinstance(reference_token_idx, int):
+            raise TypeError(f"`reference_token_idx` must be an int token id, got {type(reference_token_idx).__name__}.")
         self.reference_token_idx = reference_token_idx
 
     def generate_reference(self, sequence_length: int, device: torch.device | str) -> torch.Tensor:

@@ -251,6 +251,9 @@ class TextTokenInput(InterpretableInput):
 
     @staticmethod
     def _baseline_id(baselines: int | str, tokenizer: Any) -> int:
+        if baselines is None:
+            raise ValueError("`baselines` is None (a tokenizer without a pad token gives tokenizer.pad_token = None): "
+                             "give a token id or a token string, e.g. tokenizer.unk_token or tokenizer.eos_token.")
         if isinstance(baselines, bool) or not isinstance(baselines, (int, str)):
             raise TypeError(f"`baselines` must be a token id or a token string, got {type(baselines).__name__}.")
         if isinstance(baselines, int):

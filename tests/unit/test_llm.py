@@ -330,6 +330,12 @@ def test_target_that_tokenizes_to_nothing(plain, target):
         A.LLMAttribution(A.FeatureAblation(model), tok).attribute(A.TextTemplateInput("{}", ["cat"]), target=target)
 
 
+def test_baseline_from_a_tokenizer_without_pad_token():
+    tok = WordTokenizer(WORDS, pad=False)
+    with pytest.raises(ValueError, match="baselines.*pad token"):
+        A.TextTokenInput("the cat", tok, baselines=tok.pad_token)
+
+
 def test_tokenizer_without_pad_token_for_generation(hf):
     model, tok = hf
 

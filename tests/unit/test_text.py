@@ -123,6 +123,13 @@ def test_reference_length_must_be_a_count(bad):
         TokenReferenceBase().generate_reference(bad, "cpu")
 
 
+def test_reference_token_from_a_tokenizer_without_pad():
+    with pytest.raises(ValueError, match="reference_token_idx.*pad token"):
+        TokenReferenceBase(reference_token_idx=None)
+    with pytest.raises(TypeError, match="reference_token_idx"):
+        TokenReferenceBase(reference_token_idx="<pad>")
+
+
 @pytest.mark.parametrize("bad", [[["a"], []], "abc", {"x": "a"}])
 def test_product_baselines_bad_values(bad):
     with pytest.raises((ValueError, TypeError), match="baseline_values"):
