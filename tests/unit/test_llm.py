@@ -80,6 +80,23 @@ def test_feature_ablation_grouped_dict_template_matches_captum(hf):
     assert ours.seq_attr[0] == ours.seq_attr[1]  # grouped values share their group's attribution
 
 
+def test_product_baselines_and_trials_match_captum(hf):
+    """Random baselines drawn per forward pass (same seed, same order of passes) and averaged over trials."""
+    import random
+    model, tok = hf
+    C = captum()
+    vals = {"who": "the cat", "where": "a mat"}
+    base = {"who": ["a dog", "the dog", "Paris"], "where": ["the park", "France", "a park"]}
+    kw = dict(target="in Paris", num_trials=3, use_cached_outputs=False)
+    random.seed(0)
+    theirs = C.LLMAttribution(C.FeatureAblation(model), tok).attribute(
+        C.TextTemplateInput("{who} sat on {where}", vals, baselines=C.ProductBaselines(base)), **kw)
+    random.seed(0)
+    ours = A.LLMAttribution(A.FeatureAblation(model), tok).attribute(
+        A.TextTemplateInput("{who} sat on {where}", vals, baselines=A.ProductBaselines(base)), **kw)
+    _close(ours.token_attr, theirs.token_attr)
+
+
 def test_feature_ablation_tokens_matches_captum(hf):
     model, tok = hf
     C = captum()
