@@ -25,7 +25,7 @@ EXECUTED = BOOK / "notebooks"
 GALLERY = BOOK / "gallery"
 GENERATED = BOOK / "generated"
 
-NOTEBOOKS = ["01_toy_model", "02_imagenet_penguin_swan", "03_fastai_pets"]
+NOTEBOOKS = ["01_toy_model", "02_imagenet_penguin_swan", "03_fastai_pets", "04_text_sentiment", "05_llm_prompts"]
 
 # (page name, title, source notebook, parameters): the same notebook, other settings.
 GALLERY_PAGES = [

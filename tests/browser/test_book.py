@@ -6,11 +6,12 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "book" / "_build" / "screenshots"
 PAGES = ["intro", "notebooks/01_toy_model", "notebooks/02_imagenet_penguin_swan", "notebooks/03_fastai_pets",
-         "gallery/index", "reference/gradient", "performance", "data_sources"]
+         "gallery/index", "reference/gradient", "performance", "data_sources",
+         "notebooks/04_text_sentiment", "notebooks/05_llm_prompts"]
 pytestmark = pytest.mark.browser
 # figures each executed notebook draws at its default parameters (plots, heat maps, fastai's views)
 MIN_FIGURES = {"notebooks/01_toy_model": 2, "notebooks/02_imagenet_penguin_swan": 12,
-               "notebooks/03_fastai_pets": 6}
+               "notebooks/03_fastai_pets": 6, "notebooks/04_text_sentiment": 2, "notebooks/05_llm_prompts": 5}
 
 
 @pytest.mark.parametrize("page_name", PAGES)
