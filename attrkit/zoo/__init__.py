@@ -2,8 +2,10 @@
 
 * :mod:`attrkit.zoo.assets` — photos and data sets by name, from the cache, a mirror or their public URL
   (``python -m attrkit.assets list``);
-* :mod:`attrkit.zoo.models` — an ImageNet classifier and the fastai pets learner, ready to explain.
+* :mod:`attrkit.zoo.models` — an ImageNet classifier and the fastai pets learner, ready to explain;
+* :mod:`attrkit.zoo.text_models` — the Sentence Polarity corpus, GloVe vectors, MiniLM and SmolLM2, offline from
+  pinned package files.
 
-Both stay importable under their historical names, ``attrkit.assets`` and ``attrkit.models`` (the same
-module objects, so patching one patches the other).
+All stay importable under their short names, ``attrkit.assets``, ``attrkit.models`` and ``attrkit.text_models``
+(the same module objects, so patching one patches the other).
 """

@@ -18,7 +18,7 @@ The table of assets (URLs, sha256, sources, licences) is ``attrkit/assets.json``
 Example::
 
     >>> from attrkit import assets
-    >>> assets.names()
+    >>> assets.names()[:3]
     ['penguin', 'swan', 'oxford-pets-sample']
     >>> from PIL import Image
     >>> img = Image.open(assets.path("penguin"))          # doctest: +SKIP

@@ -1,0 +1,118 @@
+"""Attribution for a model behind an API that returns log-probabilities (a vLLM server, say).
+
+:class:`RemoteLLMProvider` is the interface (a ``typing.Protocol``: any object with ``generate`` and
+``get_logprobs`` will do, and subclassing it works too); :class:`RemoteLLMAttribution` is
+:class:`~attrkit.LLMAttribution` with the provider as the model. Captum's ``VLLMProvider`` (an OpenAI
+client) is not included.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from .attribution import DEFAULT_GEN_ARGS, LLMAttribution
+from .inputs import InterpretableInput
+
+
+@runtime_checkable
+class RemoteLLMProvider(Protocol):
+    """A served model that can generate text and score a given continuation.
+
+    ``generate(prompt, **gen_args) -> str`` and ``get_logprobs(input_prompt, target_str, tokenizer=None)
+    -> list[float]``: the log-probability of each token of ``target_str`` after ``input_prompt`` (as the
+    tokenizer splits it; the list must have one entry per target token). Kwon et al. (2023), *Efficient
+    Memory Management for Large Language Model Serving with PagedAttention* (vLLM),
+    https://arxiv.org/abs/2309.06180.
+
+    Example:
+        >>> from attrkit import RemoteLLMProvider
+        >>> class Constant:
+        ...     def generate(self, prompt, **gen_args):
+        ...         return "yes"
+        ...     def get_logprobs(self, input_prompt, target_str, tokenizer=None):
+        ...         return [-0.5] * len(target_str.split())
+        >>> isinstance(Constant(), RemoteLLMProvider)
+        True
+    """
+
+    def generate(self, prompt: str, **gen_args: Any) -> str:
+        ...
+
+    def get_logprobs(self, input_prompt: str, target_str: str, tokenizer: Any = None) -> list[float]:
+        ...
+
+
+class _NoModel(torch.nn.Module):
+    """Stands in for the model of the wrapped method (the provider does the work)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> int:
+        return 0
+
+
+class RemoteLLMAttribution(LLMAttribution):
+    """:class:`~attrkit.LLMAttribution` for a model served remotely: each perturbed prompt is sent to
+    ``provider.get_logprobs`` with the target text, and ``target=None`` asks ``provider.generate``.
+    Create the wrapped method on any callable (its model is not used), e.g. ``FeatureAblation(lambda *a: 0)``.
+
+    Example:
+        >>> from attrkit import FeatureAblation, RemoteLLMAttribution, TextTemplateInput
+        >>> from attrkit.llm.testing import WordTokenizer
+        >>> class Counts:  # a "server" whose answer gets likelier with every word of the prompt
+        ...     def generate(self, prompt, **gen_args):
+        ...         return "yes"
+        ...     def get_logprobs(self, input_prompt, target_str, tokenizer=None):
+        ...         return [-1.0 / (1 + len(input_prompt.split()))]
+        >>> tok = WordTokenizer(["yes", "no"])
+        >>> attr = RemoteLLMAttribution(FeatureAblation(lambda *a: 0), tok, Counts())
+        >>> res = attr.attribute(TextTemplateInput("{} {}", ["a", "b"]), target="yes")
+        >>> [round(v, 4) for v in res.seq_attr.tolist()]
+        [0.1667, 0.1667]
+    """
+
+    def __init__(self, attr_method, tokenizer: Any, provider: RemoteLLMProvider, attr_target: str = "log_prob"):
+        if not isinstance(provider, RemoteLLMProvider):
+            raise TypeError("`provider` must have generate(prompt, **gen_args) and get_logprobs(input_prompt, "
+                            f"target_str, tokenizer), got {type(provider).__name__}.")
+        method = attr_method
+        if not isinstance(getattr(attr_method, "forward_func", None), torch.nn.Module):
+            from copy import copy
+            method = copy(attr_method)
+            method.forward_func = _NoModel()
+        super().__init__(method, tokenizer, attr_target)
+        self.provider = provider
+
+    def _prompt(self, model_input: Any) -> str:
+        if isinstance(model_input, Tensor):
+            return self.tokenizer.decode(model_input.flatten())
+        if isinstance(model_input, str):
+            return model_input
+        raise TypeError(f"RemoteLLMAttribution needs a text prompt (or token ids); got {type(model_input).__name__}.")
+
+    def _get_target_tokens(self, inp: InterpretableInput, target=None, gen_args: dict | None = None) -> Tensor:
+        if target is not None:
+            return super()._get_target_tokens(inp, target, gen_args)
+        self._check_input(inp)
+        text = self.provider.generate(self._prompt(inp.to_model_input()), **(gen_args or DEFAULT_GEN_ARGS))
+        ids = torch.as_tensor(self.tokenizer.encode(text, add_special_tokens=False), dtype=torch.long).reshape(-1)
+        if ids.numel() == 0:
+            raise ValueError("the provider generated an empty answer; give the `target`.")
+        return ids
+
+    def _forward_func(self, perturbed_tensor: Tensor | None, inp: InterpretableInput, target_tokens: Tensor,
+                      use_cached_outputs: bool = False, _inspect_forward: Callable | None = None,
+                      forward_in_tokens: bool = False) -> Tensor:
+        prompt = self._prompt(inp.to_model_input(perturbed_tensor))
+        target_str = self.tokenizer.decode(target_tokens)
+        values = self.provider.get_logprobs(input_prompt=prompt, target_str=target_str, tokenizer=self.tokenizer)
+        if len(values) != len(target_tokens):
+            raise ValueError(f"the provider returned {len(values)} log-probabilities for a target of "
+                             f"{len(target_tokens)} tokens ({target_str!r}).")
+        log_probs = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
+        if perturbed_tensor is None or bool((perturbed_tensor == 1).all()):
+            self._unperturbed = log_probs.clone()
+        scores = torch.cat([log_probs.sum().reshape(1), log_probs]) if self.include_per_token_attr else log_probs.sum()
+        if _inspect_forward is not None:
+            _inspect_forward(prompt, target_str, scores.exp().reshape(-1).tolist())
+        return scores if self.attr_target == "log_prob" else scores.exp()
