@@ -73,7 +73,7 @@ class Stat:
 
 
 class Count(Stat):
-    """The number of updates (samples), the ``n`` of Welford (1962), *Note on a method for calculating corrected sums of squares and products*, https://doi.org/10.1080/00401706.1962.10490022.
+    """The number of updates (samples).
 
     Example:
         >>> import torch
@@ -100,7 +100,8 @@ class Count(Stat):
 class Mean(Stat):
     """The running mean, ``mean += (x - mean) / n`` (a float tensor; integer input becomes float64).
 
-    Welford (1962), *Note on a method for calculating corrected sums of squares and products*, https://doi.org/10.1080/00401706.1962.10490022.
+    Welford (1962), *Note on a method for calculating corrected sums of squares and products*,
+    https://doi.org/10.1080/00401706.1962.10490022.
 
     Example:
         >>> import torch
@@ -138,7 +139,8 @@ class Mean(Stat):
 
 class MSE(Stat):
     """The running sum of squared deviations from the mean, ``sum((x - mean)**2)`` (the ``M2`` of
-    Welford (1962), *Note on a method for calculating corrected sums of squares and products*, https://doi.org/10.1080/00401706.1962.10490022; zero after one sample).
+    Welford (1962), *Note on a method for calculating corrected sums of squares and products*,
+    https://doi.org/10.1080/00401706.1962.10490022; zero after one sample).
 
     Example:
         >>> import torch
@@ -191,7 +193,8 @@ class Var(Stat):
     """The variance ``mse / (n - order)``: ``order=0`` the population variance (key ``"variance"``),
     ``order=1`` the sample variance (key ``"sample_variance"``); zeros while ``n <= order``.
 
-    Welford (1962), *Note on a method for calculating corrected sums of squares and products*, https://doi.org/10.1080/00401706.1962.10490022.
+    Welford (1962), *Note on a method for calculating corrected sums of squares and products*,
+    https://doi.org/10.1080/00401706.1962.10490022.
 
     Example:
         >>> import torch
@@ -229,7 +232,7 @@ class Var(Stat):
 
 class StdDev(Stat):
     """The standard deviation, the square root of :class:`Var` of the same ``order``
-    (keys ``"std_dev"``, ``"sample_std_dev"``, then ``"std_dev(k)"``). Welford (1962), *Note on a method for calculating corrected sums of squares and products*, https://doi.org/10.1080/00401706.1962.10490022.
+    (keys ``"std_dev"``, ``"sample_std_dev"``, then ``"std_dev(k)"``).
 
     Example:
         >>> import torch
@@ -279,7 +282,7 @@ class GeneralAccumFn(Stat):
 
 
 class Min(GeneralAccumFn):
-    """The element-wise minimum (``min_fn`` replaces ``torch.min``). Merged across chunks and ranks as in Chan, Golub & LeVeque (1979), *Updating formulae and a pairwise algorithm for computing sample variances*.
+    """The element-wise minimum (``min_fn`` replaces ``torch.min``).
 
     Example:
         >>> import torch
@@ -295,15 +298,15 @@ class Min(GeneralAccumFn):
 
 
 class Max(GeneralAccumFn):
-    """The element-wise maximum (``max_fn`` replaces ``torch.max``). Merged across chunks and ranks as in Chan, Golub & LeVeque (1979), *Updating formulae and a pairwise algorithm for computing sample variances*.
+    """The element-wise maximum (``max_fn`` replaces ``torch.max``).
 
     Example:
         >>> import torch
-        >>> from attrkit import Summarizer, Min, Max, Sum
-        >>> s = Summarizer([Min(), Max(), Sum()])
+        >>> from attrkit import Summarizer, Max
+        >>> s = Summarizer([Max()])
         >>> s.update(torch.tensor([1.0, 5.0])); s.update(torch.tensor([3.0, 2.0]))
         >>> s.summary
-        {'min': tensor([1., 2.]), 'max': tensor([3., 5.]), 'sum': tensor([4., 7.])}
+        {'max': tensor([3., 5.])}
     """
 
     def __init__(self, name: Optional[str] = None, max_fn: Callable[[Tensor, Tensor], Tensor] = torch.max) -> None:
@@ -311,15 +314,15 @@ class Max(GeneralAccumFn):
 
 
 class Sum(GeneralAccumFn):
-    """The element-wise sum (``add_fn`` replaces ``torch.add``). Merged across chunks and ranks as in Chan, Golub & LeVeque (1979), *Updating formulae and a pairwise algorithm for computing sample variances*.
+    """The element-wise sum (``add_fn`` replaces ``torch.add``).
 
     Example:
         >>> import torch
-        >>> from attrkit import Summarizer, Min, Max, Sum
-        >>> s = Summarizer([Min(), Max(), Sum()])
+        >>> from attrkit import Summarizer, Sum
+        >>> s = Summarizer([Sum()])
         >>> s.update(torch.tensor([1.0, 5.0])); s.update(torch.tensor([3.0, 2.0]))
         >>> s.summary
-        {'min': tensor([1., 2.]), 'max': tensor([3., 5.]), 'sum': tensor([4., 7.])}
+        {'sum': tensor([4., 7.])}
     """
 
     def __init__(self, name: Optional[str] = None, add_fn: Callable[[Tensor, Tensor], Tensor] = torch.add) -> None:
@@ -329,7 +332,7 @@ class Sum(GeneralAccumFn):
 def CommonStats() -> List[Stat]:
     """The usual summary: mean, sample variance, sample standard deviation, min and max.
 
-    Mean and variance are running (Welford 1962) and mergeable (Chan, Golub & LeVeque (1979), *Updating formulae and a pairwise algorithm for computing sample variances*).
+    Mean and variance are running (Welford 1962) and mergeable (Chan, Golub & LeVeque 1979).
 
     Example:
         >>> import torch
