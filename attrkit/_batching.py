@@ -236,15 +236,14 @@ def evaluate_perturbations(forward_func: Callable, build: Callable[[range], tupl
     outputs, inference = [], True
     bar = _ProgressBar(n_units, options.show_progress, options.desc)
     try:
-        with threads_beside_others():
-            for start in range(0, n_units, per_eval):
-                units = range(start, min(start + per_eval, n_units))
-                k = len(units)
-                out, inference = without_grad(
-                    lambda: run_forward(forward_func, build(units), expand_target(target, k), expand_args(args, k)),
-                    inference)
-                outputs.append(_unit_rows(out, k, n_outputs))
-                bar.update(k)
+        for start in range(0, n_units, per_eval):
+            units = range(start, min(start + per_eval, n_units))
+            k = len(units)
+            out, inference = without_grad(
+                lambda: run_forward(forward_func, build(units), expand_target(target, k), expand_args(args, k)),
+                inference)
+            outputs.append(_unit_rows(out, k, n_outputs))
+            bar.update(k)
     finally:
         bar.close()
     return torch.cat(outputs) if outputs else torch.zeros(0, n_outputs)  # (no units: nothing to place)
@@ -269,7 +268,8 @@ def busy_cores() -> int:
 def threads_beside_others():
     """Fewer intra-op threads while other processes keep the cores busy: a descheduled thread stalls every
     parallel region, which made small batched passes many times slower than Captum's one-at-a-time loop on a
-    loaded machine (measured by ``bench/run.py --busy``). Restores torch's setting on exit."""
+    loaded machine (measured by ``bench/run.py --busy``). Every outermost ``attribute()`` call runs inside it
+    (:mod:`attrkit.base`). Restores torch's setting on exit."""
     n = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     want = max(1, min(n, cores - busy_cores()))

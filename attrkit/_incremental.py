@@ -354,7 +354,7 @@ def _differences(model, x, baseline, window, stride, target, perturbations_per_e
     n_units = len(plan.windows[0])
     per_eval = _units_per_eval(plan, x, n_units, perturbations_per_eval, max_batch_memory_mb)
     outputs = []
-    with torch.no_grad(), _batching.threads_beside_others():
+    with torch.no_grad():
         for start in range(0, n_units, per_eval):
             units = range(start, min(start + per_eval, n_units))
             out = plumbing.select_target(run_units(plan, units, x, baseline), plumbing.expand_target(target, len(units)))

@@ -10,7 +10,8 @@
 
 Every subclass's ``attribute`` is entered through :func:`_attribute_entry` (set up by
 ``__init_subclass__``): the outermost call warns once when the model is left in training
-mode with batch norm or dropout, and deprecated argument names are renamed there.
+mode with batch norm or dropout and drops intra-op threads on a busy machine, and deprecated argument
+names are renamed there.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _plumbing as plumbing
+from ._batching import threads_beside_others
 from ._hooks import module_of
 
 #: True while an ``attribute`` call runs (methods built from other methods check the model once)
@@ -33,7 +35,8 @@ _MODE_DEPENDENT = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropo
 
 def _attribute_entry(attribute: Callable) -> Callable:
     """Wrap a class's ``attribute``: rename deprecated arguments; on the outermost call, warn about
-    modules in training mode (cheap: one walk over the model's modules)."""
+    modules in training mode (cheap: one walk over the model's modules) and use fewer intra-op threads
+    while other processes keep the cores busy (:func:`attrkit._batching.threads_beside_others`)."""
     @functools.wraps(attribute)
     def entry(self, *args, **kwargs):
         kwargs = self._renamed_arguments(kwargs)
@@ -42,7 +45,8 @@ def _attribute_entry(attribute: Callable) -> Callable:
         token = _ATTRIBUTING.set(True)
         try:
             _warn_if_training(self.forward_func, type(self).__name__)
-            return attribute(self, *args, **kwargs)
+            with threads_beside_others():
+                return attribute(self, *args, **kwargs)
         finally:
             _ATTRIBUTING.reset(token)
 
