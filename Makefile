@@ -11,7 +11,7 @@ help:
 	@echo "make book   install .[book], execute the notebooks, build book/_build/html"
 	@echo "make test   install .[dev], run unit, notebook and browser tests"
 	@echo "make lab    JupyterLab on notebooks/"
-	@echo "make bench  attrkit vs Captum vs the floor; writes book/performance_table.md"
+	@echo "make bench  attrkit vs Captum vs the floor, idle and beside busy cores; writes book/performance_*table.md"
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,7 @@ lab: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	$(PY) bench/run.py --markdown book/performance_table.md
+	$(PY) bench/run.py --busy --markdown book/performance_busy_table.md
 
 clean:
 	rm -rf book/_build .pytest_cache
