@@ -18,7 +18,8 @@ MIN_FIGURES = {"notebooks/01_toy_model": 2, "notebooks/02_imagenet_penguin_swan"
                "notebooks/05_llm_prompts": 5, "notebooks/06_tabular": 2}
 # pages with a kernel-free explorer (attrkit.insights.static), and their controls
 EXPLORERS = {"notebooks/02_imagenet_penguin_swan": {"picture", "method", "sign"},
-             "notebooks/03_fastai_pets": {"method", "sign"}}
+             "notebooks/03_fastai_pets": {"method", "sign"},
+             "notebooks/04_text_sentiment": {"method", "n_steps", "window", "baseline"}}
 MAX_EXPLORER_BYTES = 3_000_000
 
 
@@ -72,8 +73,8 @@ def _map(grid) -> str:
 
 
 def _exercise(grid) -> int:
-    """Switch every method, move every slider through its values and switch every sign and photo; the map must
-    change each time. Returns the number of changes checked."""
+    """Switch every method, move every slider through its values and switch every sign, photo and other drop-down;
+    the map must change each time. Returns the number of changes checked."""
     checked = 0
 
     def expect_change(action, what):
@@ -105,6 +106,11 @@ def _exercise(grid) -> int:
     if pictures.count():
         for i in range(1, pictures.locator("option").count()):
             expect_change(lambda i=i: pictures.select_option(str(i)), f"switching the photo to option {i}")
+    for other in grid.locator("select[data-control]").all():  # any other drop-down (the text's baseline token)
+        name = other.get_attribute("data-control")
+        if name not in ("method", "sign", "picture") and other.is_visible():
+            for i in range(1, other.locator("option").count()):
+                expect_change(lambda i=i: other.select_option(str(i)), f"switching the {name} to option {i}")
     return checked
 
 
