@@ -10,12 +10,12 @@ batch's rows as if they were the batch's elements.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
+from .._batching import format_feature_mask
 from ..base import Attribution
 from ..perturbation import FeatureAblation
 
@@ -40,15 +40,6 @@ def _as_batch_tuple(batch) -> Tuple[tuple, bool]:
     if isinstance(batch, tuple):
         return batch, True
     return (batch,), False
-
-
-def _default_masks(attr_inputs: Tuple[Tensor, ...]) -> Tuple[Tensor, ...]:
-    masks, offset = [], 0
-    for inp in attr_inputs:
-        n = math.prod(inp.shape[1:])
-        masks.append(torch.arange(offset, offset + n, device=inp.device).reshape(1, *inp.shape[1:]))
-        offset += n
-    return tuple(masks)
 
 
 class DataLoaderAttribution(Attribution):
@@ -243,7 +234,7 @@ class DataLoaderAttribution(Attribution):
     @staticmethod
     def _check_masks(feature_mask, attr_inputs) -> Tuple[Tensor, ...]:
         if feature_mask is None:
-            return _default_masks(attr_inputs)
+            return format_feature_mask(None, attr_inputs)  # every scalar its own feature
         masks = feature_mask if isinstance(feature_mask, tuple) else (feature_mask,)
         if len(masks) != len(attr_inputs):
             raise ValueError(f"`feature_mask` has {len(masks)} entries but {len(attr_inputs)} batch element(s) "
