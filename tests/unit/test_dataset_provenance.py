@@ -2,6 +2,9 @@
 (its parameters, buffers and train/eval mode, also behind a lambda), the method and its settings, and which
 examples the loader yields (its sampler). A store computed from anything else is never returned nor resumed
 into: the error names what changed. Also: resuming a store whose creation was interrupted, and bad store paths."""
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -9,15 +12,12 @@ from torch.utils.data import (DataLoader, Dataset, SubsetRandomSampler, TensorDa
 
 import attrkit as ak
 
+sys.path.insert(0, os.path.dirname(__file__))
+import _torchrun_worker as worker  # noqa: E402
 
-def problem(n=12, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g))
-    data = TensorDataset(torch.randn(n, 5, generator=g), torch.randint(0, 3, (n,), generator=g))
-    return model, data
+
+def problem(n=12):
+    return worker.problem(n)  # a small MLP and (x, y) examples
 
 
 def run(attribution, data, store, **kw):
@@ -49,7 +49,8 @@ class Transformed(Dataset):
 def test_new_data_of_the_same_length_is_refused_not_answered_with_old_results(tmp_path):
     model, data = problem()
     run(ak.Saliency(model), data, tmp_path / "s.zarr")
-    _, other = problem(seed=1)
+    x, y = data.tensors
+    other = TensorDataset(torch.randn(x.shape, generator=torch.Generator().manual_seed(1)), y)
     with pytest.raises(ValueError, match=r"data.*changed"):
         run(ak.Saliency(model), other, tmp_path / "s.zarr")
     again = run(ak.Saliency(model), data, tmp_path / "s.zarr")  # the same data: the store is returned
