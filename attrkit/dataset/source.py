@@ -30,7 +30,8 @@ class DataSource:
         self.workers: int = loader_workers if num_workers is None else num_workers
         if indices is not None:
             if loader is not None and not _yields_every_example(loader):
-                raise ValueError("pass either `indices` or a DataLoader with a sampler that selects examples, not both.")
+                raise ValueError("pass either `indices` or a DataLoader with a sampler that selects examples, "
+                                 "not both.")
             self.positions: List[int] = [int(i) for i in indices]
         else:
             self.positions = _positions(loader) if loader is not None else list(range(len(self.dataset)))

@@ -1,9 +1,9 @@
 """``attribute_dataset``: run any attribution method over a dataset, streaming per-example results to disk.
 
-Examples are split into chunks of ``chunk_size`` consecutive dataset positions. Each chunk is attributed in one
-``attribute`` call (seeded with ``seed + chunk``, so stochastic methods give the same numbers whoever computes the
-chunk), written to the store (:mod:`attrkit.dataset.store`) together with its summary (vectorised over the
-chunk, overall and per target class), and then marked
+The explained examples (:mod:`attrkit.dataset.source`) are split into chunks of ``chunk_size`` consecutive ones.
+Each chunk is attributed in one ``attribute`` call (seeded with ``seed + chunk``, so stochastic methods give the
+same numbers whoever computes the chunk), written to the store (:mod:`attrkit.dataset.store`) together with its
+summary (vectorised over the chunk, overall and per target class), and then marked
 done. A second call with the same arguments skips the chunks that are done: that is resume. Under
 ``torch.distributed`` (``torchrun``) rank ``r`` of ``W`` takes chunks ``r, r + W, r + 2W, ...`` (a
 ``DistributedSampler``-style split at chunk granularity, without padding, so any ``W`` works); once every rank is
@@ -147,8 +147,11 @@ def attribute_dataset(
     """
     _require_zarr()
     source = DataSource(data, indices, num_workers)
-    settings = RunSettings(target, input_roles, int(chunk_size or source.default_chunk_size), dict(attribute_kwargs or {}),
-                           stats, summarize, bool(by_class), seed, device, overwrite, show_progress)
+    settings = RunSettings(target=target, input_roles=input_roles,
+                           chunk_size=int(chunk_size or source.default_chunk_size),
+                           attribute_kwargs=dict(attribute_kwargs or {}), stats=stats, summarize=summarize,
+                           by_class=bool(by_class), seed=seed, device=device, overwrite=overwrite,
+                           show_progress=show_progress)
     run = _Run(attribution, source, os.fspath(store), settings)
     run.open_store()
     run.attribute_pending()
@@ -176,8 +179,9 @@ class _Run:
                                  find_label=True)
         split = split_batch(self.probe, self.roles)
         if settings.target == "label" and split.label is None:
-            raise ValueError("target='label' needs labelled examples, but the data yields unlabeled batches (no element "
-                             "with role 'label' (2) in `input_roles`); pass target='predicted', an int, or None.")
+            raise ValueError("target='label' needs labelled examples, but the data yields unlabeled batches (no "
+                             "element with role 'label' (2) in `input_roles`); pass target='predicted', an int, "
+                             "or None.")
         fingerprint, mode, modules = model_fingerprint(attribution.forward_func)
         self.device = settings.device or _device_of(modules)
         self.record = self._record(split, fingerprint, mode, modules)
