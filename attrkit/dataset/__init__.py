@@ -1,7 +1,8 @@
 """From one prediction to a whole dataset: summarizers, DataLoaderAttribution and ``attribute_dataset``."""
 from .stat import MSE, CommonStats, Count, Max, Mean, Min, Stat, StatValue, StdDev, Sum, Var
 from .summarizer import ClassSummarizer, Summarizer, SummarizerSingleTensor
-from .dataloader_attr import DataLoaderAttribution, InputRole
+from .roles import InputRole
+from .dataloader_attr import DataLoaderAttribution
 from .store import DatasetAttribution, open_store
 from .stream import attribute_dataset, init_distributed
 

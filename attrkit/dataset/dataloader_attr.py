@@ -18,28 +18,12 @@ from torch import Tensor
 from .._batching import format_feature_mask
 from ..base import Attribution
 from ..perturbation import FeatureAblation
-
-
-class InputRole:
-    """What each element of a batch is for: ``need_attr`` (0) goes to the model and is attributed,
-    ``need_forward`` (1) goes to the model as it is, ``no_forward`` (2) does not go to the model (labels)."""
-
-    need_attr = 0
-    need_forward = 1
-    no_forward = 2
+from .roles import InputRole, elements, parse_roles, split_batch
 
 
 def _concat_tensors(accum: Optional[Tensor], output: Tensor, _inputs) -> Tensor:
     """The default ``reduce``: all outputs, concatenated along the batch."""
     return output if accum is None else torch.cat([accum, output])
-
-
-def _as_batch_tuple(batch) -> Tuple[tuple, bool]:
-    if isinstance(batch, list):
-        return tuple(batch), True
-    if isinstance(batch, tuple):
-        return batch, True
-    return (batch,), False
 
 
 class DataLoaderAttribution(Attribution):
@@ -88,7 +72,8 @@ class DataLoaderAttribution(Attribution):
             dataloader: any iterable of batches (a tensor, or a tuple/list of tensors and other values), iterated
                 ``1 + ceil(n_features / perturbations_per_pass)`` times.
             input_roles: one :class:`InputRole` per batch element (default: every element is attributed);
-                ``(0, 2)`` for ``(features, labels)`` batches.
+                ``(0, 2)`` for ``(features, labels)`` batches. Names work too (an attrkit addition):
+                ``("input", "label")``; see :mod:`attrkit.dataset.roles`.
             baselines: the replacement value of each attributed element: a number, or a tensor with first dimension
                 1 (shared by every batch); a tuple for several attributed elements. Default 0.
             feature_mask: integer tensor(s) with first dimension 1, one per attributed element; equal ids are
@@ -108,9 +93,9 @@ class DataLoaderAttribution(Attribution):
             first = next(iter(dataloader))
         except StopIteration:
             raise ValueError("`dataloader` yielded no batch; it must yield at least one.") from None
-        first, is_tuple = _as_batch_tuple(first)
-        roles = self._check_roles(input_roles, len(first))
-        attr_inputs = tuple(x for x, r in zip(first, roles) if r == InputRole.need_attr)
+        first, is_tuple = elements(first)
+        checked = parse_roles(input_roles, len(first))
+        attr_inputs, roles = split_batch(first, checked).inputs, checked.codes
         for i, x in enumerate(attr_inputs):
             if not isinstance(x, Tensor):
                 raise TypeError(f"batch element {i} has role need_attr (0) and must be a tensor, got {type(x).__name__}.")
@@ -167,7 +152,7 @@ class DataLoaderAttribution(Attribution):
         accums = [None] * len(features)
         with torch.no_grad():
             for batch in dataloader:
-                batch, _ = _as_batch_tuple(batch)
+                batch, _ = elements(batch)
                 if len(batch) != len(roles):
                     raise ValueError(f"every batch must have {len(roles)} elements (as `input_roles`), got {len(batch)}.")
                 for k, keep in enumerate(keeps):
@@ -201,20 +186,6 @@ class DataLoaderAttribution(Attribution):
         return tuple(out)
 
     # -- argument checks -------------------------------------------------------------------------------------
-    @staticmethod
-    def _check_roles(input_roles, n: int) -> Tuple[int, ...]:
-        if not input_roles:
-            return (InputRole.need_attr,) * n
-        roles = tuple(input_roles)
-        if len(roles) != n:
-            raise ValueError(f"`input_roles` has {len(roles)} entries but each batch of the loader has {n} elements.")
-        if any(r not in (0, 1, 2) for r in roles):
-            raise ValueError(f"`input_roles` entries must be 0 (need_attr), 1 (need_forward) or 2 (no_forward), "
-                             f"got {roles}.")
-        if InputRole.need_attr not in roles:
-            raise ValueError(f"`input_roles` must mark at least one element with role 0 (need_attr), got {roles}.")
-        return roles
-
     @staticmethod
     def _check_baselines(baselines, n: int) -> tuple:
         if baselines is None:

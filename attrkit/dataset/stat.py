@@ -342,3 +342,23 @@ def CommonStats() -> List[Stat]:
         ['mean', 'sample_variance', 'sample_std_dev', 'min', 'max']
     """
     return [Mean(), Var(order=1), StdDev(order=1), Min(), Max()]
+
+
+# -- a statistic as JSON (how a store records which statistics it keeps) --------------------------------------
+def stat_spec(stat: Stat) -> dict:
+    """``{"class", "params", "name"}`` of a built-in statistic, plain enough for JSON."""
+    params = {k: v if isinstance(v, (bool, int, float, str, type(None))) else repr(v) for k, v in stat.params.items()}
+    return {"class": type(stat).__name__, "params": params, "name": stat.name}
+
+
+def stats_from_specs(specs: List[dict]) -> List[Stat]:
+    """The statistics :func:`stat_spec` described; a custom statistic cannot be rebuilt (say so)."""
+    classes = {c.__name__: c for c in (Count, Mean, MSE, Var, StdDev, Min, Max, Sum)}
+    stats = []
+    for spec in specs:
+        cls = classes.get(spec["class"])
+        if cls is None:
+            raise ValueError(f"the store was summarized with a custom statistic {spec['class']}; "
+                             "pass the same `stats` to DatasetAttribution(path, stats=...) to read its summary.")
+        stats.append(cls(name=spec["name"], **spec["params"]))
+    return stats

@@ -3,30 +3,35 @@
 A store is a zarr (v3) group on a local or shared file system::
 
     store/
-      zarr.json                 group metadata; attrs["attrkit"] = the run's settings (method, arguments, ...)
+      zarr.json                 group metadata; attrs["attrkit"] = the run's settings and what it was computed from
+                                (method, its settings, model and data fingerprints: attrkit.dataset.fingerprint)
       attributions/0, 1, ...    one array per attributed input, shape (N, *attribution shape), chunked by chunk_size
       targets, predictions, index, (convergence_delta)   (N,) arrays, same chunking
       _summaries/chunk_XXXXXX.pt   the summary of each chunk (tensors only; deleted once merged)
-      _done/chunk_XXXXXX.json      completion markers, written atomically after a chunk's data and summary
+      _done/chunk_XXXXXX.json      completion markers, written atomically after a chunk's data and summary; each
+                                   holds the hash of the chunk's first example (checked on later calls)
       _summary.pt                  the merged summary, written once every chunk is done
 
 zarr is used because each chunk is a file of its own (ranks write theirs independently, no locking) and reading
 is lazy and NumPy-like (``store.attributions[100:200]`` reads two chunks). zarr writes chunk files in place, so a
 killed run can leave a half-written chunk: the marker written after it (write to a temporary name, then
 ``os.replace``) is what makes it valid, and the reader refuses to hand out data while any marker is missing.
+``_done/`` itself is created last when the store is created, so a store interrupted before its arrays exist is
+recognised and re-created on the next call.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
+import numpy as np
 import torch
 
-from .summarizer import ClassSummarizer, Stat, Summarizer, SummarizerSingleTensor
-
-_STAT_FIELDS = ("n", "rolling_mean", "prev_mean", "mse", "result")
+from .stat import Stat, stats_from_specs
+from .summarizer import ClassSummarizer
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -57,46 +62,107 @@ def chunk_name(chunk: int) -> str:
     return f"chunk_{chunk:06d}"
 
 
-# -- summaries as plain tensors (safe to load with weights_only=True) ------------------------------------------
-def _single_state(s: SummarizerSingleTensor) -> List[Dict[str, Any]]:
-    out = []
-    for stat in s._stats:
-        fields = {}
-        for f in _STAT_FIELDS:
-            if hasattr(stat, f) and not isinstance(getattr(stat, f), Stat):
-                v = getattr(stat, f)
-                fields[f] = v.detach().cpu() if isinstance(v, torch.Tensor) else v
-        out.append(fields)
+# -- writing ----------------------------------------------------------------------------------------------------
+class ChunkResult(NamedTuple):
+    """What one chunk's ``attribute`` call gave: attributions (a tuple), delta, targets and predictions."""
+
+    attributions: Tuple[torch.Tensor, ...]
+    delta: Optional[torch.Tensor]
+    targets: Optional[torch.Tensor]
+    predictions: torch.Tensor
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach()
+    if t.dtype in (torch.bfloat16, torch.float16):
+        t = t.float()
+    return t.cpu().numpy()
+
+
+def _columns(result: ChunkResult) -> Dict[str, torch.Tensor]:
+    cols = {f"attributions/{i}": a for i, a in enumerate(result.attributions)}
+    cols["predictions"] = result.predictions
+    if result.targets is not None:
+        cols["targets"] = result.targets
+    if result.delta is not None:
+        cols["convergence_delta"] = result.delta
+    return cols
+
+
+def check_path(path: str) -> None:
+    """A store is a folder: a regular file there is a ``ValueError`` (before anything is written)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"`store` must be a folder (a zarr store), but {path!r} is a file; choose another path.")
+
+
+def read_settings(path: str) -> Optional[Dict[str, Any]]:
+    """The settings recorded in the store at ``path``, or None when there is no store."""
+    meta = os.path.join(path, "zarr.json")
+    if not os.path.isfile(meta):
+        return None
+    with open(meta) as f:
+        return json.load(f).get("attributes", {}).get("attrkit")
+
+
+def is_created(path: str) -> bool:
+    """Whether the store's creation finished (its arrays exist): ``_done/`` is created last."""
+    return os.path.isdir(os.path.join(path, "_done"))
+
+
+def create(path: str, settings: Dict[str, Any], first: ChunkResult, n: int, chunk_size: int) -> None:
+    """Create (or re-create) an empty store shaped like ``first`` for ``n`` examples."""
+    import zarr
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    group = zarr.open_group(path, mode="w")
+    group.attrs["attrkit"] = settings
+    cols = dict(_columns(first), index=torch.zeros(1, dtype=torch.int64))
+    for name, example in cols.items():
+        arr = _numpy(example)
+        group.create_array(name, shape=(n, *arr.shape[1:]), chunks=(chunk_size, *arr.shape[1:]), dtype=arr.dtype,
+                           fill_value=0)
+    os.makedirs(os.path.join(path, "_summaries"), exist_ok=True)
+    os.makedirs(os.path.join(path, "_done"), exist_ok=True)  # last: the store is created
+
+
+def write_chunk(group, path: str, chunk: int, start: int, result: ChunkResult, positions, summary) -> None:
+    """Write a chunk's rows and its summary (not yet valid: :func:`write_marker` makes it so)."""
+    stop = start + result.attributions[0].shape[0]
+    for name, values in _columns(result).items():
+        group[name][start:stop] = _numpy(values)
+    group["index"][start:stop] = np.asarray(positions, dtype=np.int64)
+    atomic_torch_save(summary.state_dict(), os.path.join(path, "_summaries", chunk_name(chunk) + ".pt"))
+
+
+def write_marker(path: str, chunk: int, start: int, stop: int, example: str) -> None:
+    """The last write of a chunk: from now on it is valid. ``example``: the hash of its first example."""
+    atomic_write_bytes(os.path.join(path, "_done", chunk_name(chunk) + ".json"),
+                       json.dumps({"chunk": chunk, "start": start, "stop": stop, "example": example}).encode())
+
+
+def markers(path: str) -> Dict[int, Dict[str, Any]]:
+    """The completion markers of the done chunks, by chunk."""
+    folder = os.path.join(path, "_done")
+    out = {}
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.startswith("chunk_") and name.endswith(".json"):
+            with open(os.path.join(folder, name)) as f:
+                out[int(name[6:12])] = json.load(f)
     return out
 
 
-def _summarizer_state(s: Summarizer) -> Dict[str, Any]:
-    return {"is_tuple": s._is_inputs_tuple, "inputs": [_single_state(x) for x in s._summarizers]}
-
-
-def _load_summarizer(state: Dict[str, Any], stats: List[Stat], cls=Summarizer) -> Summarizer:
-    summ = cls(stats)
-    summ._is_inputs_tuple = state["is_tuple"]
-    for inp in state["inputs"]:
-        single = SummarizerSingleTensor(summ._copy_stats(), summ._summary_stats_indicies)
-        for stat, fields in zip(single._stats, inp):
-            for f, v in fields.items():
-                setattr(stat, f, v)
-        summ._summarizers.append(single)
-    return summ
-
-
-def class_summarizer_state(s: ClassSummarizer) -> Dict[str, Any]:
-    """A :class:`ClassSummarizer` as nested dicts of tensors and numbers."""
-    return {"overall": _summarizer_state(s), "classes": [(k, _summarizer_state(v)) for k, v in s.summaries.items()]}
-
-
-def load_class_summarizer(state: Dict[str, Any], stats: List[Stat]) -> ClassSummarizer:
-    """Rebuild a :class:`ClassSummarizer` from :func:`class_summarizer_state`."""
-    summ = _load_summarizer(state["overall"], stats, ClassSummarizer)
-    for key, sub in state["classes"]:
-        summ.summaries[key] = _load_summarizer(sub, stats)
-    return summ
+def merge_summaries(path: str, n_chunks: int, stats: List[Stat]) -> None:
+    """Merge the chunks' summaries in chunk order into ``_summary.pt`` (once), then drop the parts."""
+    target = os.path.join(path, "_summary.pt")
+    if os.path.exists(target):
+        return
+    total: Optional[ClassSummarizer] = None
+    for c in range(n_chunks):
+        state = torch.load(os.path.join(path, "_summaries", chunk_name(c) + ".pt"), weights_only=True)
+        part = ClassSummarizer(stats).load_state_dict(state)
+        total = part if total is None else total.merge(part)
+    atomic_torch_save(total.state_dict(), target)
+    shutil.rmtree(os.path.join(path, "_summaries"), ignore_errors=True)  # merged: the per-chunk parts are spent
 
 
 def _unwrap(summary):
@@ -198,10 +264,9 @@ class DatasetAttribution:
     def _summarizer(self) -> ClassSummarizer:
         if self._merged is None:
             self._require_complete()
-            from .stream import _stats_from_settings
-            stats = self._stats or _stats_from_settings(self.settings)
+            stats = self._stats or stats_from_specs(self.settings["stats"])
             state = torch.load(os.path.join(self.path, "_summary.pt"), weights_only=True)
-            self._merged = load_class_summarizer(state, stats)
+            self._merged = ClassSummarizer(stats).load_state_dict(state)
         return self._merged
 
     @property
@@ -225,6 +290,3 @@ def open_store(path: str) -> DatasetAttribution:
     """Open a store written by :func:`attrkit.attribute_dataset` for reading."""
     return DatasetAttribution(path)
 
-
-def write_settings_json(settings: Dict[str, Any]) -> str:
-    return json.dumps(settings, sort_keys=True)

@@ -30,6 +30,14 @@ from torch import Tensor
 from .stat import (MSE, CommonStats, Count, GeneralAccumFn, Max, Mean, Min, Stat, StatValue, StdDev, Sum,  # noqa: F401
                    Var)
 
+# The running values a statistic keeps (what a summary's state is made of).
+_STATE_FIELDS = ("n", "rolling_mean", "prev_mean", "mse", "result")
+
+
+def _plain(v):
+    return v.detach().cpu() if isinstance(v, Tensor) else v
+
+
 # Update order: a statistic comes after those it reads (StdDev -> Var -> MSE -> Mean -> Count).
 _RANK = {Count: 0, Mean: 1, MSE: 2, Var: 3, StdDev: 4}
 
@@ -118,6 +126,17 @@ class SummarizerSingleTensor:
         """``{stat.name: stat.get()}`` for the requested statistics."""
         return {s.name: s.get() for s in self._summary_stats}
 
+    def state_dict(self) -> List[Dict[str, Any]]:
+        """The running values of each statistic, as tensors and numbers (an attrkit addition)."""
+        return [{f: _plain(getattr(stat, f)) for f in _STATE_FIELDS
+                 if hasattr(stat, f) and not isinstance(getattr(stat, f), Stat)} for stat in self._stats]
+
+    def load_state_dict(self, state: List[Dict[str, Any]]) -> None:
+        """Restore what :meth:`state_dict` returned (for the same statistics)."""
+        for stat, fields in zip(self._stats, state):
+            for f, v in fields.items():
+                setattr(stat, f, v)
+
 
 class Summarizer:
     """Running statistics of a tensor, or of each tensor of a tuple, over many ``update`` calls.
@@ -147,6 +166,24 @@ class Summarizer:
     def _copy_stats(self) -> List[Stat]:
         return copy.deepcopy(self._stats)
 
+    def _new_single(self) -> SummarizerSingleTensor:
+        return SummarizerSingleTensor(self._copy_stats(), self._summary_stats_indicies)
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The summary as nested dicts of tensors and numbers, safe for ``torch.load(weights_only=True)``
+        (an attrkit addition; :func:`attrkit.attribute_dataset` stores its summaries this way)."""
+        return {"is_tuple": self._is_inputs_tuple, "inputs": [s.state_dict() for s in self._summarizers]}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> "Summarizer":
+        """Restore what :meth:`state_dict` returned, into a summarizer of the same statistics; returns ``self``."""
+        self._is_inputs_tuple = state["is_tuple"]
+        self._summarizers = []
+        for inp in state["inputs"]:
+            single = self._new_single()
+            single.load_state_dict(inp)
+            self._summarizers.append(single)
+        return self
+
     def update(self, x: Union[float, Tensor, Tuple[Union[float, Tensor], ...]]) -> None:
         """Add one sample: a tensor (or number), or a tuple of them (one summary each)."""
         is_tuple = isinstance(x, tuple)
@@ -157,7 +194,7 @@ class Summarizer:
                             f"this summarizer was first updated with a {'tuple' if self._is_inputs_tuple else 'tensor'}.")
         for i, inp in enumerate(x if is_tuple else (x,)):
             if i >= len(self._summarizers):
-                self._summarizers.append(SummarizerSingleTensor(self._copy_stats(), self._summary_stats_indicies))
+                self._summarizers.append(self._new_single())
             self._summarizers[i].update(_as_tensor(inp))
 
     def merge(self, other: "Summarizer") -> "Summarizer":
@@ -249,6 +286,18 @@ class ClassSummarizer(Summarizer):
         """``{label: summary}`` for every label seen."""
         return {key: value.summary for key, value in self.summaries.items()}
 
+    def state_dict(self) -> Dict[str, Any]:  # type: ignore[override]
+        """The overall summary and each label's, as nested dicts of tensors and numbers."""
+        return {"overall": super().state_dict(), "classes": [(k, v.state_dict()) for k, v in self.summaries.items()]}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> "ClassSummarizer":  # type: ignore[override]
+        """Restore what :meth:`state_dict` returned; returns ``self``."""
+        super().load_state_dict(state["overall"])
+        self.summaries.clear()
+        for key, sub in state["classes"]:
+            self.summaries[key].load_state_dict(sub)
+        return self
+
 
 # -- vectorised summaries of a whole batch (used by attribute_dataset for each chunk) -------------------------------
 def _batch_state(stat: Stat, x: Tensor) -> bool:
@@ -288,9 +337,9 @@ def _summarizer_of_batch(stats: List[Stat], xs: Tuple[Tensor, ...]) -> Summarize
     summ = Summarizer(stats)
     summ._is_inputs_tuple = True
     for x in xs:
-        single = SummarizerSingleTensor(summ._copy_stats(), summ._summary_stats_indicies)
+        single = summ._new_single()
         if not all(_batch_state(s, x) for s in single._stats):  # a custom statistic: one update per example
-            single = SummarizerSingleTensor(summ._copy_stats(), summ._summary_stats_indicies)
+            single = summ._new_single()
             for row in x:
                 single.update(row)
         summ._summarizers.append(single)

@@ -33,13 +33,13 @@ def _slow_chunks(seconds):
     import time
 
     from attrkit.dataset import stream
-    run_chunk = stream._run_chunk
+    run_chunk = stream._Run.run_chunk
 
-    def slow(*args, **kwargs):
+    def slow(self, chunk, batch):
         time.sleep(seconds)
-        return run_chunk(*args, **kwargs)
+        return run_chunk(self, chunk, batch)
 
-    stream._run_chunk = slow
+    stream._Run.run_chunk = slow
 
 
 def run(store, n, chunk, name, show_progress=False):

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 import attrkit as ak
 from attrkit.dataset import DatasetAttribution, InputRole, stream
+from attrkit.dataset import store as disk
 
 sys.path.insert(0, os.path.dirname(__file__))
 import _torchrun_worker as worker  # noqa: E402
@@ -200,30 +201,30 @@ class Crash(RuntimeError):
 @pytest.mark.parametrize("method", ["ig", "kernelshap"])
 def test_resume_after_a_crash_gives_an_identical_store(tmp_path, monkeypatch, method):
     whole = worker.run(tmp_path / "whole.zarr", 11, 3, method)
-    real, calls = stream._write_marker, []
+    real, calls = disk.write_marker, []
 
-    def crash_on_third(store, chunk, start, stop):
+    def crash_on_third(store, chunk, *rest):
         calls.append(chunk)
         if len(calls) == 3:  # the chunk's data and summary are written, its marker is not
             raise Crash("killed")
-        real(store, chunk, start, stop)
+        real(store, chunk, *rest)
 
-    monkeypatch.setattr(stream, "_write_marker", crash_on_third)
+    monkeypatch.setattr(disk, "write_marker", crash_on_third)
     with pytest.raises(Crash):
         worker.run(tmp_path / "resumed.zarr", 11, 3, method)
     half = DatasetAttribution(tmp_path / "resumed.zarr")
     assert half.completed_chunks == [0, 1] and not half.complete
     with pytest.raises(RuntimeError, match="incomplete"):
         half.attributions
-    monkeypatch.setattr(stream, "_write_marker", real)
+    monkeypatch.setattr(disk, "write_marker", real)
     computed = []
-    monkeypatch.setattr(stream, "_run_chunk", lambda *a, **k: (computed.append(a[2]), _run(*a, **k)))
+    monkeypatch.setattr(stream._Run, "run_chunk", lambda self, c, b: (computed.append(c), _run(self, c, b)))
     resumed = worker.run(tmp_path / "resumed.zarr", 11, 3, method)
     assert computed == [2, 3]  # only what was not done
     assert_same_store(whole, resumed)
 
 
-_run = stream._run_chunk
+_run = stream._Run.run_chunk
 
 
 @pytest.mark.slow
@@ -258,15 +259,16 @@ def test_resume_after_sigkill_gives_an_identical_store(tmp_path):
 def test_any_number_of_ranks_gives_the_single_process_store(tmp_path, monkeypatch, world):
     """Ranks simulated one after another in this process; the summaries are merged once all are done."""
     single = worker.run(tmp_path / "single.zarr", 11, 3, "kernelshap")
-    merge, computed = stream._merge_summaries, {}
-    monkeypatch.setattr(stream, "_merge_summaries", lambda *a: None)
+    merge, computed = stream._Run.merge_summaries, {}
+    monkeypatch.setattr(stream._Run, "merge_summaries", lambda self: None)
     for rank in range(world):
-        monkeypatch.setattr(stream, "_rank_world", lambda r=rank: (r, world))
-        monkeypatch.setattr(stream, "_run_chunk", lambda *a, r=rank, **k: (computed.setdefault(a[2], r), _run(*a, **k)))
+        monkeypatch.setattr(stream, "rank_world", lambda r=rank: (r, world))
+        monkeypatch.setattr(stream._Run, "run_chunk",
+                            lambda self, c, b, r=rank: (computed.setdefault(c, r), _run(self, c, b)))
         worker.run(tmp_path / "sharded.zarr", 11, 3, "kernelshap")
     assert computed == {c: c % world for c in range(4)}
-    monkeypatch.setattr(stream, "_merge_summaries", merge)
-    monkeypatch.setattr(stream, "_rank_world", lambda: (0, world))
+    monkeypatch.setattr(stream._Run, "merge_summaries", merge)
+    monkeypatch.setattr(stream, "rank_world", lambda: (0, world))
     sharded = worker.run(tmp_path / "sharded.zarr", 11, 3, "kernelshap")  # rank 0: all done, merges
     assert_same_store(single, sharded)
 

@@ -206,3 +206,28 @@ def test_summarizers_hold_no_reference_cycles():
         assert all(r() is None for r in refs)
     finally:
         gc.enable()
+
+
+def test_a_class_summarizer_saves_and_loads_itself(tmp_path):
+    """state_dict / load_state_dict (an attrkit addition): plain tensors, loadable with weights_only=True, and the
+    loaded summarizer goes on updating and merging like the original."""
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(5, 3, generator=g) for _ in range(3)]
+    labels = [torch.randint(0, 2, (5,), generator=g) for _ in range(3)]
+    whole = S.ClassSummarizer(ak.CommonStats())
+    part = S.ClassSummarizer(ak.CommonStats())
+    for x, y in zip(xs, labels):
+        whole.update(x, y)
+    for x, y in zip(xs[:2], labels[:2]):
+        part.update(x, y)
+    torch.save(part.state_dict(), tmp_path / "s.pt")
+    loaded = S.ClassSummarizer(ak.CommonStats()).load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
+    rest = S.ClassSummarizer(ak.CommonStats())
+    rest.update(xs[2], labels[2])
+    loaded.merge(rest)
+    assert sorted(loaded.class_summaries) == sorted(whole.class_summaries)
+    for got, want in [(loaded.summary, whole.summary)] + [(loaded.class_summaries[k], whole.class_summaries[k])
+                                                          for k in whole.class_summaries]:
+        for a, b in zip(got, want):
+            for k in b:
+                torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
