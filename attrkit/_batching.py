@@ -158,7 +158,7 @@ def feature_ids(masks: tuple[Tensor, ...]) -> Tensor:
 def unit_maps(masks: tuple[Tensor, ...], ids: Tensor) -> tuple[Tensor, ...]:
     """Each mask with feature ids replaced by their position in ``ids``."""
     order = ids.argsort()
-    return tuple(order[torch.searchsorted(ids[order], m)] for m in masks)
+    return tuple(order[torch.searchsorted(ids[order], m.contiguous())] for m in masks)
 
 
 def spread_units(values: Tensor, maps: tuple[Tensor, ...], inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

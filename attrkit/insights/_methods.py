@@ -1,33 +1,18 @@
-"""The methods the explorer offers. Each is looked up by its class name in :mod:`attrkit` when it is used, so a
-method whose module is missing is simply not offered."""
+"""The methods the explorer offers: one :class:`Method` record each in :data:`REGISTRY` (its controls, how it
+runs, what it costs), so a new method is one entry. Each is looked up by its class name in :mod:`attrkit` when
+it is used, so a method whose module is missing is simply not offered."""
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
 import attrkit
 
-# method (a class name, or NoiseTunnel(inner class name)) -> the controls it reads;
-# the display controls (sign, alpha, outlier_perc) apply to every method.
-METHODS = {
-    "Saliency": (),
-    "InputXGradient": (),
-    "IntegratedGradients": ("n_steps",),
-    "GradientShap": ("nt_samples", "stdevs"),
-    "DeepLift": (),
-    "GuidedBackprop": (),
-    "Deconvolution": (),
-    "Occlusion": ("window", "stride"),
-    "FeatureAblation": ("window",),
-    "NoiseTunnel(Saliency)": ("nt_samples", "stdevs"),
-    "NoiseTunnel(IntegratedGradients)": ("nt_samples", "stdevs", "n_steps"),
-    "LayerGradCam": (),
-    "GuidedGradCam": (),
-}
-NEEDS_LAYER = ("LayerGradCam", "GuidedGradCam")
 MAX_EVALS = 2500  # perturbation settings needing more forward passes than this are refused with a message
 BATCH_ELEMENTS = 2_000_000  # integration steps per forward pass: about this many input numbers (so that the
 # explorer can stop a long computation between batches; results do not depend on the batch size)
@@ -44,11 +29,132 @@ def last_conv(model: nn.Module) -> nn.Module | None:
     return convs[-1] if convs else None
 
 
+@dataclass
+class Call:
+    """One attribution to run: what a :class:`Method`'s ``run`` reads."""
+
+    method: str
+    model: nn.Module
+    inputs: torch.Tensor
+    baselines: Any
+    params: dict
+    layer: nn.Module | None
+    common: dict  # target and additional_forward_args, passed to every attribute()
+
+    def explainer(self, *layer):
+        """The method's attrkit object on the model (and ``layer``), wrapped by its outer classes
+        (``NoiseTunnel(Saliency)`` -> ``NoiseTunnel(Saliency(model))``); looked up now, not at import."""
+        *outer, inner = class_names(self.method)
+        explainer = getattr(attrkit, inner)(self.model, *layer)
+        for name in reversed(outer):
+            explainer = getattr(attrkit, name)(explainer)
+        return explainer
+
+
+# ------------------------------------------------------------------------ how each method runs
+def _plain(c: Call):
+    return c.explainer().attribute(c.inputs, **c.common)
+
+
+def _with_baselines(c: Call):
+    return c.explainer().attribute(c.inputs, c.baselines, **c.common)
+
+
+def _integrated_gradients(c: Call):
+    return c.explainer().attribute(c.inputs, c.baselines, n_steps=c.params["n_steps"],
+                                   internal_batch_size=step_batch(c.inputs), **c.common)
+
+
+def _gradient_shap(c: Call):
+    return c.explainer().attribute(c.inputs, c.baselines, n_samples=c.params["nt_samples"],
+                                   stdevs=c.params["stdevs"], **c.common)
+
+
+def _occlusion(c: Call):
+    channels, (w, s) = c.inputs.shape[1], (c.params["window"], c.params["stride"])
+    check_window(c.inputs, w, s)
+    return c.explainer().attribute(c.inputs, sliding_window_shapes=(channels, w, w), strides=(channels, s, s),
+                                   baselines=c.baselines, show_progress=False, **c.common)
+
+
+def _feature_ablation(c: Call):
+    check_window(c.inputs, c.params["window"], c.params["window"])
+    mask = patch_mask(c.inputs, c.params["window"])
+    return c.explainer().attribute(c.inputs, baselines=c.baselines, feature_mask=mask, show_progress=False,
+                                   **c.common)
+
+
+def _smoothgrad(c: Call, **inner):
+    return c.explainer().attribute(c.inputs, nt_type="smoothgrad", nt_samples=c.params["nt_samples"],
+                                   stdevs=c.params["stdevs"], **inner, **c.common)
+
+
+def _smoothgrad_integrated_gradients(c: Call):
+    return _smoothgrad(c, baselines=c.baselines, n_steps=c.params["n_steps"],
+                       internal_batch_size=step_batch(c.inputs))
+
+
+def _grad_cam(c: Call):
+    cam = c.explainer(c.layer).attribute(c.inputs, relu_attributions=True, **c.common)
+    return attrkit.LayerAttribution.interpolate(cam, tuple(c.inputs.shape[-2:]), "bilinear")
+
+
+def _guided_grad_cam(c: Call):
+    return c.explainer(c.layer).attribute(c.inputs, **c.common)
+
+
+# ------------------------------------------------------------------------ what each method costs
+def _gradients(params: dict, inputs) -> float:
+    """Forward-pass equivalents of ``n_steps`` x ``nt_samples`` gradients (each about three: forward and
+    backward), plus the forward pass that scores the example; a control the method lacks counts once."""
+    return 3.0 * params.get("n_steps", 1) * params.get("nt_samples", 1) + 1.0
+
+
+def _windows(params: dict, inputs) -> float:
+    """One forward pass per window position (stride: the window itself without a stride control), plus one."""
+    h, w = inputs.shape[-2:]
+    win = min(params["window"], h, w)
+    stride = params.get("stride", win)
+    return 1.0 + ((h - win) // stride + 1) * ((w - win) // stride + 1)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One explorer method: the controls it reads (beyond the display controls sign, alpha and outlier_perc,
+    which every method has), how it runs on a :class:`Call`, its cost in forward-pass equivalents for one
+    example (so that one measured run predicts the time of another setting), and whether it needs a layer."""
+
+    controls: tuple[str, ...] = ()
+    run: Callable[[Call], torch.Tensor] = _plain
+    cost: Callable[[dict, Any], float] = _gradients
+    needs_layer: bool = False
+
+
+# method (a class name, or NoiseTunnel(inner class name)) -> its record, in the order the explorer offers them
+REGISTRY = {
+    "Saliency": Method(),
+    "InputXGradient": Method(),
+    "IntegratedGradients": Method(("n_steps",), _integrated_gradients),
+    "GradientShap": Method(("nt_samples", "stdevs"), _gradient_shap),
+    "DeepLift": Method((), _with_baselines),
+    "GuidedBackprop": Method(),
+    "Deconvolution": Method(),
+    "Occlusion": Method(("window", "stride"), _occlusion, _windows),
+    "FeatureAblation": Method(("window",), _feature_ablation, _windows),
+    "NoiseTunnel(Saliency)": Method(("nt_samples", "stdevs"), _smoothgrad),
+    "NoiseTunnel(IntegratedGradients)": Method(("nt_samples", "stdevs", "n_steps"), _smoothgrad_integrated_gradients),
+    "LayerGradCam": Method((), _grad_cam, needs_layer=True),
+    "GuidedGradCam": Method((), _guided_grad_cam, needs_layer=True),
+}
+METHODS = {name: m.controls for name, m in REGISTRY.items()}  # method -> the controls it reads
+NEEDS_LAYER = tuple(name for name, m in REGISTRY.items() if m.needs_layer)
+
+
 def available(model: nn.Module, layer: nn.Module | None = None) -> list[str]:
-    """The methods of :data:`METHODS` whose classes exist in attrkit (and, for Grad-CAM, that have a layer)."""
+    """The methods of :data:`REGISTRY` whose classes exist in attrkit (and, for Grad-CAM, that have a layer)."""
     has_layer = layer is not None or last_conv(model) is not None
-    return [m for m in METHODS if all(getattr(attrkit, c, None) is not None for c in class_names(m))
-            and (m not in NEEDS_LAYER or has_layer)]
+    return [m for m in REGISTRY if all(getattr(attrkit, c, None) is not None for c in class_names(m))
+            and (not REGISTRY[m].needs_layer or has_layer)]
 
 
 def attribute(method, model, inputs, target, baselines, params, layer=None, additional_forward_args=None):
@@ -56,38 +162,9 @@ def attribute(method, model, inputs, target, baselines, params, layer=None, addi
 
     Returns a map shaped like ``inputs``; Grad-CAM's (1, 1, h, w) layer map is upsampled to (1, 1, H, W).
     """
-    find = lambda name: getattr(attrkit, name)  # noqa: E731 — looked up now, not at import
     common = {"target": target, "additional_forward_args": additional_forward_args}
-    names = class_names(method)
-    if names[0] == "NoiseTunnel":
-        inner = ({"baselines": baselines, "n_steps": params["n_steps"], "internal_batch_size": step_batch(inputs)}
-                 if names[1] == "IntegratedGradients" else {})
-        return find("NoiseTunnel")(find(names[1])(model)).attribute(
-            inputs, nt_type="smoothgrad", nt_samples=params["nt_samples"], stdevs=params["stdevs"], **inner, **common)
-    if method in NEEDS_LAYER:
-        explainer = find(method)(model, layer or last_conv(model))
-        if method == "GuidedGradCam":
-            return explainer.attribute(inputs, **common)
-        cam = explainer.attribute(inputs, relu_attributions=True, **common)
-        return attrkit.LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), "bilinear")
-    explainer = find(method)(model)
-    if method == "IntegratedGradients":
-        return explainer.attribute(inputs, baselines, n_steps=params["n_steps"], internal_batch_size=step_batch(inputs),
-                                   **common)
-    if method == "GradientShap":
-        return explainer.attribute(inputs, baselines, n_samples=params["nt_samples"], stdevs=params["stdevs"], **common)
-    if method == "DeepLift":
-        return explainer.attribute(inputs, baselines, **common)
-    if method == "Occlusion":
-        c, (w, s) = inputs.shape[1], (params["window"], params["stride"])
-        check_window(inputs, w, s)
-        return explainer.attribute(inputs, sliding_window_shapes=(c, w, w), strides=(c, s, s), baselines=baselines,
-                                   show_progress=False, **common)
-    if method == "FeatureAblation":
-        check_window(inputs, params["window"], params["window"])
-        return explainer.attribute(inputs, baselines=baselines, feature_mask=patch_mask(inputs, params["window"]),
-                                   show_progress=False, **common)
-    return explainer.attribute(inputs, **common)  # Saliency, InputXGradient, GuidedBackprop, Deconvolution
+    layer = layer if layer is not None or not REGISTRY[method].needs_layer else last_conv(model)
+    return REGISTRY[method].run(Call(method, model, inputs, baselines, params, layer, common))
 
 
 def step_batch(inputs) -> int:
@@ -106,16 +183,9 @@ def window_stride_bounds(height: int, width: int, window: int) -> tuple[int, int
 
 
 def cost(method: str, params: dict, inputs) -> float:
-    """A rough cost of one attribution in forward-pass equivalents for one example (a gradient costs about
-    three: forward and backward), so that one measured run predicts the time of another setting."""
-    if method in ("Occlusion", "FeatureAblation"):
-        h, w = inputs.shape[-2:]
-        win = min(params["window"], h, w)
-        stride = params.get("stride", win)
-        return 1.0 + ((h - win) // stride + 1) * ((w - win) // stride + 1)
-    steps = params.get("n_steps", 1) if "IntegratedGradients" in method else 1
-    samples = params.get("nt_samples", 1) if ("NoiseTunnel" in method or method == "GradientShap") else 1
-    return 3.0 * steps * samples + 1.0
+    """A rough cost of one attribution in forward-pass equivalents for one example (see :class:`Method`)."""
+    record = REGISTRY[method]
+    return record.cost({k: v for k, v in params.items() if k in record.controls}, inputs)
 
 
 def check_window(inputs, window: int, stride: int) -> None:

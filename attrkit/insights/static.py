@@ -35,9 +35,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from ..visualization import colors
 from . import _render
 
-SIGNS = ("absolute_value", "positive", "negative", "all")
+SIGNS = tuple(colors.SIGNS)  # every sign, drawn by default
 
 
 @dataclass
@@ -128,6 +129,21 @@ Object.keys(inputs).forEach(function(n){inputs[n].addEventListener("input",updat
 update();})();"""
 
 
+def _control_html(c: Control) -> str:
+    """One control's label and field (a range slider with its read-out, or a drop-down)."""
+    start = c.values.index(c.value) if c.value is not None else 0
+    label = html.escape(c.description or c.name)
+    if c.kind == "slider":
+        field_html = (f"<input type='range' min='0' max='{len(c.values) - 1}' step='1' value='{start}' "
+                      f"data-control='{html.escape(c.name)}' aria-label='{label}'>"
+                      f"<output data-for='{html.escape(c.name)}'>{html.escape(c.labels[start])}</output>")
+    else:
+        options = "".join(f"<option value='{i}'{' selected' if i == start else ''}>{html.escape(lab)}</option>"
+                          for i, lab in enumerate(c.labels))
+        field_html = f"<select data-control='{html.escape(c.name)}' aria-label='{label}'>{options}</select>"
+    return f"<label class='ak-{c.kind}'><span>{label}</span>{field_html}</label>"
+
+
 def grid_explorer(controls: Sequence[Control], items: Mapping[tuple, Mapping[str, str]], body: str, *,
                   title: str = "", note: str = "") -> StaticExplorer:
     """A kernel-free explorer over every combination of ``controls``' values.
@@ -177,19 +193,7 @@ def grid_explorer(controls: Sequence[Control], items: Mapping[tuple, Mapping[str
             "slots": slots, "items": table, "payloads": payloads}
     data = json.dumps(spec, separators=(",", ":")).replace("</", "<\\/")
     uid = "attrkit-grid-" + hashlib.sha1(data.encode()).hexdigest()[:12]
-    rows = []
-    for c in controls:
-        start = c.values.index(c.value) if c.value is not None else 0
-        label = html.escape(c.description or c.name)
-        if c.kind == "slider":
-            field_html = (f"<input type='range' min='0' max='{len(c.values) - 1}' step='1' value='{start}' "
-                          f"data-control='{html.escape(c.name)}' aria-label='{label}'>"
-                          f"<output data-for='{html.escape(c.name)}'>{html.escape(c.labels[start])}</output>")
-        else:
-            options = "".join(f"<option value='{i}'{' selected' if i == start else ''}>{html.escape(lab)}</option>"
-                              for i, lab in enumerate(c.labels))
-            field_html = f"<select data-control='{html.escape(c.name)}' aria-label='{label}'>{options}</select>"
-        rows.append(f"<label class='ak-{c.kind}'><span>{label}</span>{field_html}</label>")
+    rows = [_control_html(c) for c in controls]
     head = f"<div class='ak-title'>{html.escape(title)}</div>" if title else ""
     foot = f"<div class='ak-note'>{note}</div>" if note else ""
     fragment = (f"{_CSS}<div class='attrkit-grid' id='{uid}'>{head}<div class='ak-controls'>{''.join(rows)}</div>"

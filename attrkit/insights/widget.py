@@ -24,11 +24,12 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .. import visualization as viz
+from ..visualization import colors
 from . import _methods, _render
 
 DISPLAY = ("sign", "alpha", "outlier_perc")
 _COMPUTING = threading.RLock()  # one attribution at a time: hook-based methods must not overlap on a model
-SIGNS = ("absolute_value", "all", "positive", "negative")
+SIGNS = tuple(colors.SIGNS)  # the sign drop-down's options
 LONG_SECONDS = 3.0  # settings estimated to take longer than this get a warning before they start
 _SPINNER = ("<style>@keyframes attrkit-spin{to{transform:rotate(360deg)}}</style><span style='display:inline-block;"
             "width:.8em;height:.8em;border:2px solid #888;border-top-color:transparent;border-radius:50%;"

@@ -182,12 +182,7 @@ class LLMAttributionResult:
         return LLMAttributionResult(input_tokens=words, output_tokens=self.output_tokens, seq_attr=seq,
                                     token_attr=token, output_probs=self.output_probs, inp=self.inp)
 
-    # plots ---------------------------------------------------------------------------------------
-    @staticmethod
-    def _cmap():
-        from matplotlib.colors import LinearSegmentedColormap
-        return LinearSegmentedColormap.from_list("attr_red_white_green", ["red", "white", "green"])
-
+    # plots (colours from attrkit.visualization.colors) -----------------------------------------
     @staticmethod
     def _finish(fig, ax, show: bool):
         if show:
@@ -201,35 +196,26 @@ class LLMAttributionResult:
         return [repr(t)[1:-1][:40] for t in tokens]
 
     def plot_token_attr(self, show: bool = False):
-        """Heat map of ``token_attr``: answer tokens down, input tokens across, zero white. Returns
-        ``(fig, ax)``, or None with ``show=True``."""
+        """Heat map of ``token_attr``: answer tokens down, input tokens across, zero white, values with two
+        significant digits. The figure stops growing at 16 x 12 inches (long prompts get narrower cells
+        and every k-th label; see :func:`attrkit.visualization.text.token_heatmap`). Returns ``(fig, ax)``,
+        or None with ``show=True``."""
         if self.token_attr is None:
             raise ValueError("token_attr is None (this method gives sequence attributions only): use plot_seq_attr.")
-        import matplotlib.pyplot as plt
-        import numpy as np
+        from ..visualization.text import token_heatmap
 
-        data = self.token_attr.detach().float().cpu().numpy()
-        bound = float(abs(data).max()) or 1.0
-        fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * data.shape[1]), max(3.0, 0.5 * data.shape[0] + 1.5)))
-        im = ax.imshow(data, cmap=self._cmap(), vmin=-bound, vmax=bound, aspect="auto")
-        fig.colorbar(im, ax=ax).ax.set_ylabel("token attribution", rotation=-90, va="bottom")
-        ax.set_xticks(range(data.shape[1]), labels=self._labels(self.input_tokens))
-        ax.set_yticks(range(data.shape[0]), labels=self._labels(self.output_tokens))
-        ax.tick_params(top=True, bottom=False, labeltop=True, labelbottom=False)
-        plt.setp(ax.get_xticklabels(), rotation=-30, ha="right", rotation_mode="anchor")
-        if data.size <= 400:
-            for (i, j), v in np.ndenumerate(data):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8,
-                        color="black" if abs(v) < 0.6 * bound else "white")
+        fig, ax = token_heatmap(self.token_attr, self._labels(self.output_tokens), self._labels(self.input_tokens))
         return self._finish(fig, ax, show)
 
     def plot_seq_attr(self, show: bool = False):
         """Bar chart of ``seq_attr`` (positive green, negative red). Returns ``(fig, ax)``."""
         import matplotlib.pyplot as plt
 
+        from ..visualization import colors
+
         data = self.seq_attr.detach().float().cpu().numpy()
         fig, ax = plt.subplots(figsize=(max(6.4, 0.5 * len(data)), 4.0))
-        ax.bar(range(len(data)), data, color=["#2a9d4b" if v >= 0 else "#d0365b" for v in data])
+        ax.bar(range(len(data)), data, color=[colors.POSITIVE if v >= 0 else colors.NEGATIVE for v in data])
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set_xticks(range(len(data)), labels=self._labels(self.input_tokens))
         plt.setp(ax.get_xticklabels(), rotation=-30, ha="left", rotation_mode="anchor")
@@ -257,11 +243,13 @@ class LLMAttributionResult:
         import matplotlib.pyplot as plt
         import numpy as np
 
+        from ..visualization import colors
+
         pixels = self.inp.format_pixel_attr(attr.detach().float().unsqueeze(0))[0].cpu().numpy()
         bound = float(np.abs(pixels).max()) or 1.0
         fig, ax = plt.subplots()
         ax.imshow(np.asarray(self.inp.image.convert("L")), cmap="gray")
-        im = ax.imshow(pixels, cmap=self._cmap(), vmin=-bound, vmax=bound, alpha=0.7)
+        im = ax.imshow(pixels, cmap=colors.colormap("all"), vmin=-bound, vmax=bound, alpha=0.7)
         fig.colorbar(im, ax=ax).ax.set_ylabel("attribution", rotation=-90, va="bottom")
         ids = list(self.inp.mask_id_to_idx)
         for k, m in enumerate(self.inp.get_mask_list()):

@@ -1,6 +1,7 @@
 """attrkit.visualization: every panel draws, degenerate maps draw quietly, pixels are right,
 and the API and normalisation match Captum's (Captum is the oracle here, never imported by attrkit)."""
 import doctest
+import html
 import inspect
 import io
 import re
@@ -217,6 +218,7 @@ def test_blended_heat_map_pixels():
     norm = np.maximum(ATTR4, 0) / 4
     heat = plt.get_cmap("Greens")(norm)[..., :3]
     grey = IMAGE4.mean(axis=2, keepdims=True)
+    grey = (grey - grey.min()) / (grey.max() - grey.min())  # contrast-stretched, as Captum shows it
     got = _panel(ATTR4, IMAGE4, "blended_heat_map", "positive", outlier_perc=0, alpha_overlay=0.3)
     np.testing.assert_allclose(got, 0.3 * heat + 0.7 * grey, atol=0.02)
 
@@ -304,7 +306,7 @@ def test_text_words_are_coloured_by_sign():
                        markup)
     assert len(marks) == 2 * len(words)
     for (hue, light, shown), word, s in zip(marks, words, scores.tolist()):
-        assert shown == viz.html.escape(word)
+        assert shown == html.escape(word)
         if s > 0:
             assert hue == "120" and int(light) < 100
         elif s < 0:
@@ -384,9 +386,12 @@ def test_signatures_accept_captums_keywords(captum_viz, name):
 
 
 # ------------------------------------------------------------------------- odds and ends
-def test_docstring_examples_run():
-    result = doctest.testmod(viz, globs={**vars(viz)}, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 5
+@pytest.mark.parametrize("part", ["colors", "image", "timeseries", "text"])
+def test_docstring_examples_run(part):
+    module = getattr(viz, part)
+    result = doctest.testmod(module, globs={**vars(module), "np": np, "torch": torch},
+                             optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted >= 2
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -398,3 +403,139 @@ def test_cuda_tensors_draw():
                                       torch.tensor(0.5, device="cuda"), 1, 1, 1, 0.1, ["a", "b"], 0)
     assert "hsl(120" in viz.visualize_text([rec]).data
     quietly(viz.visualize_timeseries_attr, attr[0, 0], attr[0, 1])
+
+
+# ------------------------------------------------------- the package: names and one source of colours
+PUBLIC_BEFORE_THE_PACKAGE = [  # every public name the module attrkit/visualization.py defined
+    "ImageVisualizationMethod", "TimeseriesVisualizationMethod", "VisualizeSign", "to_hwc_image",
+    "normalize_attr", "visualize_image_attr", "visualize_image_attr_multiple", "visualize_timeseries_attr",
+    "VisualizationDataRecord", "format_special_tokens", "format_word_importances", "visualize_text"]
+
+
+def test_the_package_keeps_every_public_name_and_captums_enums():
+    assert [n for n in PUBLIC_BEFORE_THE_PACKAGE if not hasattr(viz, n)] == []
+    assert set(PUBLIC_BEFORE_THE_PACKAGE) <= set(viz.__all__)
+    cviz = pytest.importorskip("captum.attr._utils.visualization")  # captum.attr.visualization
+    for name in ("ImageVisualizationMethod", "TimeseriesVisualizationMethod", "VisualizeSign"):
+        ours, theirs = getattr(viz, name), getattr(cviz, name)
+        assert [(m.name, m.value) for m in ours] == [(m.name, m.value) for m in theirs], name
+    ours_only = {"to_hwc_image", "normalize_attr"}  # Captum's normalisation is private (_normalize_attr)
+    assert [n for n in PUBLIC_BEFORE_THE_PACKAGE if n not in ours_only and not hasattr(cviz, n)] == []
+
+
+def test_colours_live_in_one_module():
+    """No module but visualization/colors.py defines a colormap, a sign list or its colours."""
+    import pathlib
+
+    import attrkit
+    root = pathlib.Path(attrkit.__file__).parent
+    patterns = re.compile(r"LinearSegmentedColormap|\"Greens\"|\"Blues\"|_SIGNS\b|\"#2a9d4b\"|hsl\(\{")
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if p.name != "colors.py" and patterns.search(p.read_text())]
+    assert offenders == []
+
+
+def test_explorer_blend_is_the_blended_heat_map():
+    from attrkit.insights import _render
+    attr = torch.from_numpy(ATTR4)[None, None]
+    image = 0.3 + 0.2 * IMAGE4  # dim and flat: both stretch its grey
+    rgb = _render.blend(attr, image, "all", alpha=0.4, outlier_perc=0)
+    got = _panel(ATTR4, image, "blended_heat_map", "all", outlier_perc=0, alpha_overlay=0.4)
+    np.testing.assert_allclose(rgb / 255, got, atol=2 / 255)
+
+
+# ------------------------------------------------------ visual parity with Captum 0.9 (issue 23, item 13)
+@pytest.mark.parametrize("sign", SIGNS)
+def test_blended_heat_map_render_matches_captum(captum_viz, sign):
+    """Captum shows the photo's grey contrast-stretched (darkest black, brightest white); so do we."""
+    dim = (60 + 50 * IMAGE).round().astype(np.uint8)  # a dim, low-contrast photo
+    renders = []
+    for fn in (captum_viz.visualize_image_attr, viz.visualize_image_attr):
+        fig, ax = full_axes()
+        fn(ATTR, dim, "blended_heat_map", sign, plt_fig_axis=(fig, ax), alpha_overlay=0.4, use_pyplot=False)
+        renders.append(png(fig))
+    np.testing.assert_allclose(renders[0], renders[1], atol=1.5 / 255)
+    assert renders[1].min() < 0.1, "the darkest pixel of the dim photo is shown near black"
+
+
+def test_flat_photo_keeps_its_grey_under_the_heat_map():
+    grey = viz.colors.grey_underlay(np.full((4, 4, 3), 0.7))
+    np.testing.assert_allclose(grey, 0.7)
+
+
+def _hsl(markup, tag):
+    return re.findall(rf'<{tag} style="[^"]*?background-color:\s*(hsl\([^)]*\))', markup)
+
+
+def test_text_colours_match_captum_and_tensors_that_require_grad_print_quietly(captum_viz):
+    # float32 values where the rounding of 50 * v decides the colour (0.58 -> 28.999998 in float32)
+    scores = torch.tensor([0.0, 0.58, 0.05, -0.7, -3.0, 0.4, 1e-3, -0.0125, 0.999, 0.22, -0.57])
+    words = [f"w{i}" for i in range(len(scores))]
+    leaf = torch.tensor(2.0, requires_grad=True)
+    prob, score = torch.sigmoid(leaf), (scores * leaf).sum()  # as a tutorial's record holds them
+    ours_rec = viz.VisualizationDataRecord(scores.clone().requires_grad_(), prob, 1, 1, 1, score, words, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ours = viz.visualize_text([ours_rec]).data
+    theirs_rec = captum_viz.VisualizationDataRecord(scores, 0.88, 1, 1, 1, 2.5, words, 0.0)
+    theirs = captum_viz.visualize_text([theirs_rec]).data
+    assert _hsl(ours, "mark") == _hsl(theirs, "mark") and len(_hsl(ours, "mark")) == len(words)
+    assert _hsl(ours, "span") == _hsl(theirs, "span")  # the legend
+    assert f"<b>1 ({prob.item():.2f})</b>" in ours and f"<b>{score.item():.2f}</b>" in ours
+    cells = viz.format_word_importances(words, scores), captum_viz.format_word_importances(words, scores)
+    assert _hsl(cells[0], "mark") == _hsl(cells[1], "mark")
+
+
+def _result(token_attr, n_in=None):
+    from attrkit import LLMAttributionResult
+    token_attr = torch.as_tensor(token_attr, dtype=torch.float32)
+    n_out, n_in = token_attr.shape
+    return LLMAttributionResult(input_tokens=[f"in{i}" for i in range(n_in)],
+                                output_tokens=[f"out{i}" for i in range(n_out)],
+                                seq_attr=token_attr.sum(0), token_attr=token_attr)
+
+
+def test_plot_token_attr_writes_small_values_with_significant_digits():
+    fig, ax = _result([[0.5, -0.0012, 3e-5, 0.0], [12.5, 0.25, -0.004, 1.0]]).plot_token_attr()
+    assert [t.get_text() for t in ax.texts] == ["0.5", "-0.0012", "3e-05", "0", "12", "0.25", "-0.004", "1"]
+
+
+def test_plot_token_attr_stays_within_a_screen_for_a_long_prompt():
+    small = _result(torch.randn(3, 4)).plot_token_attr()[0].get_size_inches()
+    medium = _result(torch.randn(3, 12)).plot_token_attr()[0].get_size_inches()
+    assert medium[0] > small[0], "short prompts still get room per token"
+    fig, ax = _result(torch.randn(60, 700)).plot_token_attr()  # was 840 x 31.5 inches
+    width, height = fig.get_size_inches()
+    assert width <= 16 and height <= 12
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")  # as Jupyter shows it
+    buf.seek(0)
+    pixels = plt.imread(buf)
+    assert pixels.shape[1] <= 1.2 * 16 * fig.dpi and pixels.shape[0] <= 1.2 * 12 * fig.dpi
+    for ticks, inches, n, room in ((ax.get_xticks(), ax.get_window_extent().width / fig.dpi, 700, 0.29),
+                                   (ax.get_yticks(), ax.get_window_extent().height / fig.dpi, 60, 0.17)):
+        assert 5 < len(ticks) < n and (ticks[1] - ticks[0]) * inches / n >= room, "every k-th label, apart"
+    assert len(ax.texts) == 0, "cells too small for numbers get none"
+    with pytest.raises(ValueError, match="values"):
+        viz.text.token_heatmap(np.zeros((1, 0)), ["a"], [])
+
+
+def test_channel_broadcast_masks_give_no_searchsorted_warning(monkeypatch):
+    """A mask shared by the channels is an expanded (non-contiguous) view; torch.searchsorted warned on it
+    ("input value tensor is non-contiguous"), once per process, so the spy makes the test fail every time."""
+    import attrkit
+    real = torch.searchsorted
+
+    def contiguous_only(sorted_sequence, values, *args, **kwargs):
+        assert values.is_contiguous(), "torch.searchsorted got a non-contiguous tensor (it warns and copies)"
+        return real(sorted_sequence, values, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "searchsorted", contiguous_only)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten(), torch.nn.Linear(32, 2)).eval()
+    x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    mask = torch.arange(36).reshape(1, 1, 6, 6) // 9  # four features, each over all three channels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = attrkit.FeatureAblation(model).attribute(x, target=0, feature_mask=mask)
+    expected = attrkit.FeatureAblation(model).attribute(x, target=0, feature_mask=mask.expand(1, 3, 6, 6).clone())
+    torch.testing.assert_close(got, expected)
