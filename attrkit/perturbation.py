@@ -258,15 +258,16 @@ def _batch_independent(forward_func, options: PerturbationOptions) -> Perturbati
     the statistics of each batch (training mode, or no running statistics): several perturbations in one pass
     would change each other's numbers."""
     model = module_of(forward_func)
-    names = [name or type(m).__name__ for name, m in (model.named_modules() if model is not None else ())
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None)]
-    if not names:
+    batchwise = [(name, m) for name, m in (model.named_modules() if model is not None else ())
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None)]
+    if not batchwise:
         return options
-    shown = ", ".join(f"`{n}`" for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-    warnings.warn(f"Occlusion: {type(model).__name__} normalises with the statistics of each batch (batch norm "
-                  f"{shown} in training mode or without running statistics), so perturbations sharing a forward pass "
-                  f"would change each other's results: running one perturbation per pass. Call `model.eval()` "
-                  f"for the usual, batched evaluation.", UserWarning, stacklevel=4)
+    name, m = batchwise[0]
+    why = "in training mode" if m.training else "without running statistics"
+    more = f" (and {len(batchwise) - 1} more)" if len(batchwise) > 1 else ""
+    warnings.warn(f"Occlusion: `{name}` ({type(m).__name__}){more} normalises with the statistics of each batch "
+                  f"({why}), so perturbations sharing a forward pass would change each other's results: running "
+                  f"one perturbation per pass. Call `model.eval()` for batched passes.", UserWarning, stacklevel=4)
     return dataclasses.replace(options, perturbations_per_eval=1)
 
 

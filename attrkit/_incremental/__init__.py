@@ -44,17 +44,22 @@ from .plan import Plan, make_plan, unit_windows
 from .run import run_units
 from .trace import has_hooks, trace
 
-__all__ = ["MODE_ENV", "WORTH_IT", "MIN_WINDOWS", "Plan", "mode", "prepare", "unit_windows", "occlusion_outputs",
-           "evaluator"]
+__all__ = ["MODE_ENV", "WORTH_IT", "MIN_OCCLUDED_ELEMENTS", "Plan", "mode", "prepare", "unit_windows",
+           "occlusion_outputs", "evaluator"]
 
 MODE_ENV = "ATTRKIT_INCREMENTAL"
 WORTH_IT = 0.75        # use the incremental path when its estimated cost is below this fraction of the naive one
-# Below this many windows (in ``auto`` mode) the batched path runs without planning: tracing and planning cost
-# about as much as 15-40 occluded copies of a small CNN on the CPU, so a tiny job (Captum's 4-window tutorial
-# case, say) only paid for the plan. Measured on 2 CPU cores (float32, one image; see the report of issue 23):
-# TinyImageCNN 32x32, 4 windows: batched 1.4 ms, incremental 6.1 ms; 16: 3.6 / 6.9 ms; 36: 7.3 / 7.9 ms;
-# 64: 12.5 / 9.7 ms. ResNet-18 224x224, 4 windows: 0.21 / 0.24 s; 16: 0.62 / 0.38 s.
-MIN_WINDOWS = 48
+# A job whose occluded copies hold fewer input elements than this (windows x examples x elements of one example)
+# runs the batched path without planning, in ``auto`` mode: tracing and planning cost a fixed 20-40 ms for a
+# small CNN (more for a deep one), more than the copies themselves. Measured on the 2-core machine (float32, one
+# image, best of 15 runs, 4 for 224 px; the machine was loaded, so coarse), batched / incremental:
+#   TinyImageCNN 32 px: 4 windows 2.3 / 27.5 ms, 36 windows 10.1 / 29.9 ms, 64 windows 24.5 / 24.9 ms;
+#   CIFAR CNN 32 px: 16 windows 14.7 / 31.8 ms, 36 windows 62.5 / 37.0 ms, 64 windows 118 / 51 ms;
+#   ResNet-18 64 px: 16 windows 409 / 476 ms, 36 windows 1209 / 956 ms;
+#   ResNet-18 224 px: 4 windows 1539 / 1234 ms, 16 windows 4857 / 2325 ms.
+# The crossover lies at about 1e5-3e5 occluded elements for the small models and below 6e5 for ResNet-18 at
+# 224 px; 2**17 keeps every 4-window job on a 32 px image batched and ResNet-sized images incremental.
+MIN_OCCLUDED_ELEMENTS = 2**17
 
 
 def mode() -> str:
@@ -90,13 +95,14 @@ def prepare(model, x: Tensor, window, stride, threshold: float | None = None) ->
 
 def evaluator(baselines: tuple, windows: tuple, strides: tuple) -> Callable:
     """A drop-in for :func:`attrkit._batching.evaluate_with_reference` that evaluates Occlusion's windows
-    incrementally where that applies and pays off, and otherwise (or, in ``auto`` mode, on any error) runs
+    incrementally where that applies and pays off (not for jobs under :data:`MIN_OCCLUDED_ELEMENTS`, which
+    are not even planned, in ``auto`` mode), and otherwise (or, in ``auto`` mode, on any error) runs
     the batched path: ``evaluate(forward_func, inputs, build, n_units, target, args, options, masks)``
     returns ``(reference, outputs)``, the output on the clean inputs and on every window."""
     def evaluate(forward_func, inputs, build, n_units, target=None, args=(),
                  options: PerturbationOptions = PerturbationOptions(), masks=()):
         found = None
-        if n_units >= MIN_WINDOWS or mode() != "auto":  # a tiny job: planning would cost more than it saves
+        if mode() != "auto" or n_units * inputs[0].numel() >= MIN_OCCLUDED_ELEMENTS:  # else planning costs more
             found = occlusion_outputs(forward_func, inputs, baselines, windows, strides, target, args, options)
         if found is None:
             return evaluate_with_reference(forward_func, inputs, build, n_units, target, args, options, masks)

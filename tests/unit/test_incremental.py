@@ -286,3 +286,21 @@ def test_approximate_mode_is_opt_in_and_exact_at_threshold_one(monkeypatch):
     assert 0 < _rel(cut, ref) < 1
     plan = I.prepare(model, x, (3, 8, 8), (3, 6, 6), threshold=0.3)
     assert plan.flops_ratio < I.prepare(model, x, (3, 8, 8), (3, 6, 6)).flops_ratio
+
+
+def test_tiny_jobs_skip_the_planning(monkeypatch):
+    """In ``auto`` mode a job with few occluded elements runs the batched path without tracing the model."""
+    planned = []
+    prepare = I.prepare
+    monkeypatch.setattr(I, "prepare", lambda *a, **k: planned.append(a[2]) or prepare(*a, **k))
+    monkeypatch.setenv(I.MODE_ENV, "auto")
+    model = _ready(TinyImageCNN(), torch.float32)
+    x = torch.randn(1, 3, 32, 32)
+    tiny = Occlusion(model).attribute(x, sliding_window_shapes=(3, 16, 16), strides=(3, 16, 16), target=1)
+    assert planned == []  # 4 windows of 3x32x32: 12288 occluded elements
+    Occlusion(model).attribute(x.repeat(2, 1, 1, 1), sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), target=1)
+    assert 15 * 15 * 2 * x.numel() >= I.MIN_OCCLUDED_ELEMENTS and planned == [(3, 4, 4)]
+    monkeypatch.setenv(I.MODE_ENV, "always")
+    again = Occlusion(model).attribute(x, sliding_window_shapes=(3, 16, 16), strides=(3, 16, 16), target=1)
+    assert planned[-1] == (3, 16, 16)
+    torch.testing.assert_close(again, tiny)
