@@ -17,14 +17,17 @@ at a time, and the attributions have a first dimension of 1 (Captum's convention
 """
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from typing import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import _plumbing as plumbing
 from . import _batching
 from . import _incremental
+from ._hooks import module_of
 from ._batching import PerturbationOptions, evaluate_with_reference, feature_masks, progress_label, spread_units
 from .base import PerturbationAttribution
 
@@ -96,6 +99,13 @@ class Occlusion(FeatureAblation):
 
     Zeiler & Fergus (2014), *Visualizing and Understanding Convolutional Networks*, https://arxiv.org/abs/1311.2901
 
+    A model whose batch normalisation uses the statistics of each batch (training mode, or
+    ``track_running_stats=False``) would give results that depend on how many perturbations share a forward
+    pass. Occlusion then warns, naming the layers, and runs one perturbation per pass whatever
+    ``perturbations_per_eval`` says (Captum's default; Captum batches them when asked, and its result changes
+    with the batch size). As in Captum, every pass in training mode updates the running statistics: call
+    ``model.eval()`` first.
+
     Example:
         >>> import torch
         >>> from attrkit import Occlusion
@@ -134,15 +144,13 @@ class Occlusion(FeatureAblation):
             return tuple(_replace(x, b, _window_masks(grid, chosen - start).unsqueeze(1))
                          for x, b, grid, start in zip(xs, bs, grids, starts))
 
+        options = _batch_independent(self.forward_func, PerturbationOptions(
+            perturbations_per_eval, max_batch_memory_mb, show_progress, progress_label(self)))
         # Convolutional models are evaluated incrementally where that pays off: only the region each window
-        # can change is recomputed (exact; attrkit/_incremental.py). None: the batched path, the reference.
-        diffs = _incremental.occlusion_differences(self.forward_func, xs, bs, windows, steps, target,
-                                                   additional_forward_args, perturbations_per_eval,
-                                                   max_batch_memory_mb)
-        if diffs is None:
-            options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress,
-                                          progress_label(self))
-            diffs = _differences(self.forward_func, xs, build, starts[-1], target, additional_forward_args, options)
+        # can change is recomputed (exact; attrkit/_incremental/); elsewhere the batched path, the reference.
+        evaluate = _incremental.evaluator(bs, windows, steps)
+        diffs = _differences(self.forward_func, xs, build, starts[-1], target, additional_forward_args, options,
+                             evaluate=evaluate)
         attrs = tuple(_spread_windows(diffs[:, start:start + _n_windows(grid)], grid)
                       for grid, start in zip(grids, starts))
         return plumbing.restore(attrs, is_tuple)
@@ -205,12 +213,12 @@ class FeaturePermutation(FeatureAblation):
 
 # --------------------------------------------------------------------------- shared by the three
 def _differences(forward_func, xs, build, n_units, target, additional_forward_args, options: PerturbationOptions,
-                 masks: tuple = ()) -> Tensor:
+                 masks: tuple = (), evaluate: Callable = evaluate_with_reference) -> Tensor:
     """``F(x) - F(unit u)`` for every unit: shape ``(rows, n_units)``, rows = examples (or the outputs of a
-    model that aggregates over the batch)."""
+    model that aggregates over the batch). ``evaluate``: how the outputs are computed (Occlusion's is
+    incremental where it can be)."""
     target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
-    reference, outputs = evaluate_with_reference(forward_func, xs, _unit_major(build), n_units, target, args,
-                                                 options, masks)
+    reference, outputs = evaluate(forward_func, xs, _unit_major(build), n_units, target, args, options, masks)
     return (reference.unsqueeze(0) - outputs).T
 
 
@@ -245,6 +253,24 @@ def _permutations(present: list[list[bool]], n: int, device) -> list[Tensor]:
 
 
 # --------------------------------------------------------------------------- occlusion windows
+def _batch_independent(forward_func, options: PerturbationOptions) -> PerturbationOptions:
+    """One perturbation per forward pass, with a warning, when the model has batch normalisation that uses
+    the statistics of each batch (training mode, or no running statistics): several perturbations in one pass
+    would change each other's numbers."""
+    model = module_of(forward_func)
+    batchwise = [(name, m) for name, m in (model.named_modules() if model is not None else ())
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None)]
+    if not batchwise:
+        return options
+    name, m = batchwise[0]
+    why = "in training mode" if m.training else "without running statistics"
+    more = f" (and {len(batchwise) - 1} more)" if len(batchwise) > 1 else ""
+    warnings.warn(f"Occlusion: `{name}` ({type(m).__name__}){more} normalises with the statistics of each batch "
+                  f"({why}), so perturbations sharing a forward pass would change each other's results: running "
+                  f"one perturbation per pass. Call `model.eval()` for batched passes.", UserWarning, stacklevel=4)
+    return dataclasses.replace(options, perturbations_per_eval=1)
+
+
 def _window_shapes(shapes, xs: tuple[Tensor, ...]) -> tuple[tuple[int, ...], ...]:
     if isinstance(shapes, int):  # one size along every dimension of every input
         shapes = tuple((shapes,) * (x.dim() - 1) for x in xs)

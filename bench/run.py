@@ -266,7 +266,9 @@ def occlusion_flops(model, inputs, kwargs) -> str:
     if plan is None:
         return "n/a (batched)"
     used = _incremental.mode() == "always" or (_incremental.mode() == "auto" and
-                                               plan.cost_ratio <= _incremental.WORTH_IT)
+                                               plan.cost_ratio <= _incremental.WORTH_IT and
+                                               len(plan.windows[0]) * inputs.numel() >=
+                                               _incremental.MIN_OCCLUDED_ELEMENTS)
     return f"{plan.flops_ratio:.3f}" + ("" if used else " (batched)")
 
 

@@ -1,4 +1,4 @@
-"""Exact incremental inference for Occlusion (attrkit/_incremental.py) against the batched path.
+"""Exact incremental inference for Occlusion (attrkit/_incremental/) against the batched path.
 
 Each case runs Occlusion twice, with ``ATTRKIT_INCREMENTAL=off`` (the batched path, the reference) and
 ``=always`` (the incremental path wherever it applies, its errors raised), in float64 so that any mistake
@@ -14,6 +14,7 @@ from torch import nn
 
 from attrkit import Occlusion
 from attrkit import _incremental as I
+from attrkit._incremental.rules import Kind
 from attrkit.testing import ResidualCNN, SmallCNN, TinyImageCNN
 
 torchvision = pytest.importorskip("torchvision")
@@ -59,6 +60,13 @@ def _both(monkeypatch, model, x, **kwargs):
     return reference / scale, incremental / scale
 
 
+def _differences(model, inputs, baselines, windows, strides, target):
+    """The incremental path's ``F(x) - F(x with window u occluded)``, ``(n_examples, n_windows)``; None where
+    it does not apply."""
+    found = I.occlusion_outputs(model, inputs, baselines, windows, strides, target)
+    return None if found is None else (found[0].unsqueeze(0) - found[1]).T
+
+
 def _rel(a, b) -> float:
     """The largest difference relative to the largest value (or to 1 when everything is smaller)."""
     return float((a - b).abs().max() / b.abs().max().clamp(min=1.0))
@@ -86,7 +94,8 @@ def test_exact_on_models(monkeypatch, name):
     x = torch.randn(2, 3, size, size, dtype=torch.float64)
     baseline = torch.rand(1, 3, size, size, dtype=torch.float64)
     plan = I.prepare(model, x, window, stride)
-    assert plan is not None and sum(k == "region" for k in plan.kind.values()) > 1, "the incremental path must apply"
+    local = sum(s.kind is Kind.REGION for s in plan.steps.values()) if plan is not None else 0
+    assert local > 1, "the incremental path must apply"
     assert plan.flops_ratio < 1.0
     ref, inc = _both(monkeypatch, model, x, sliding_window_shapes=window, strides=stride, baselines=baseline,
                      target=[1, 2])
@@ -126,7 +135,7 @@ def test_resnet_borders_and_targets(monkeypatch, window, stride, target):
 
 def _brute_force(model, x, baseline, window, stride, target):
     """F(x) - F(x with window u occluded), one window at a time."""
-    windows = I._unit_windows(x.shape[1:], window, stride)
+    windows = I.unit_windows(x.shape[1:], window, stride)
     out = []
     with torch.no_grad():
         reference = model(x)[:, target]
@@ -144,7 +153,7 @@ def test_strides_larger_than_the_window(monkeypatch, window, stride):
     model = _ready(ResidualCNN(width=6))
     torch.manual_seed(4)
     x, baseline = torch.randn(2, 3, 21, 19, dtype=torch.float64), torch.rand(1, 3, 21, 19, dtype=torch.float64)
-    diffs = I.occlusion_differences(model, (x,), (baseline,), (window,), (stride,), target=1)
+    diffs = _differences(model, (x,), (baseline,), (window,), (stride,), target=1)
     assert _rel(diffs, _brute_force(model, x, baseline, window, stride, 1)) < TOL64
 
 
@@ -232,12 +241,12 @@ def test_falls_back_to_the_batched_path(monkeypatch, case):
     elif case == "training":
         model = _ready(SmallCNN(), torch.float32).train()
     if case == "two inputs":
-        assert I.occlusion_differences(model, (x, x), (x, x), ((1, 3, 3),) * 2, ((1, 2, 2),) * 2, 0) is None
+        assert _differences(model, (x, x), (x, x), ((1, 3, 3),) * 2, ((1, 2, 2),) * 2, 0) is None
         return
     if not callable(getattr(model, "register_forward_hook", None)) or case != "lambda":
         assert I.prepare(model, x, kwargs["sliding_window_shapes"], kwargs["strides"]) is None
     monkeypatch.setenv(I.MODE_ENV, "auto")
-    assert I.occlusion_differences(model, (x,), (torch.zeros_like(x),), (kwargs["sliding_window_shapes"],),
+    assert _differences(model, (x,), (torch.zeros_like(x),), (kwargs["sliding_window_shapes"],),
                                    (kwargs["strides"],), 0) is None
     ref, inc = _both(monkeypatch, model, x, **kwargs)
     torch.testing.assert_close(inc, ref)
@@ -249,9 +258,9 @@ def test_auto_uses_it_where_it_pays_off(monkeypatch):
     x = torch.randn(1, 3, 96, 96)
     plan = I.prepare(model, x, (3, 15, 15), (3, 8, 8))
     assert plan.flops_ratio < 0.75 and plan.cost_ratio < I.WORTH_IT
-    assert I.occlusion_differences(model, (x,), (torch.zeros_like(x),), ((3, 15, 15),), ((3, 8, 8),), 0) is not None
+    assert _differences(model, (x,), (torch.zeros_like(x),), ((3, 15, 15),), ((3, 8, 8),), 0) is not None
     small = _ready(SmallCNN(), torch.float32)  # 8x8 images, 6x6 windows: the change covers the map at once
-    assert I.occlusion_differences(small, (torch.randn(1, 1, 8, 8),), (torch.zeros(1, 1, 8, 8),), ((1, 6, 6),),
+    assert _differences(small, (torch.randn(1, 1, 8, 8),), (torch.zeros(1, 1, 8, 8),), ((1, 6, 6),),
                                    ((1, 1, 1),), 0) is None
 
 
@@ -259,7 +268,7 @@ def test_off_switch(monkeypatch):
     monkeypatch.setenv(I.MODE_ENV, "off")
     model = _ready(TinyImageCNN(), torch.float32)
     x = torch.randn(1, 3, 32, 32)
-    assert I.occlusion_differences(model, (x,), (torch.zeros_like(x),), ((3, 4, 4),), ((3, 4, 4),), 0) is None
+    assert _differences(model, (x,), (torch.zeros_like(x),), ((3, 4, 4),), ((3, 4, 4),), 0) is None
 
 
 def test_approximate_mode_is_opt_in_and_exact_at_threshold_one(monkeypatch):
@@ -277,3 +286,21 @@ def test_approximate_mode_is_opt_in_and_exact_at_threshold_one(monkeypatch):
     assert 0 < _rel(cut, ref) < 1
     plan = I.prepare(model, x, (3, 8, 8), (3, 6, 6), threshold=0.3)
     assert plan.flops_ratio < I.prepare(model, x, (3, 8, 8), (3, 6, 6)).flops_ratio
+
+
+def test_tiny_jobs_skip_the_planning(monkeypatch):
+    """In ``auto`` mode a job with few occluded elements runs the batched path without tracing the model."""
+    planned = []
+    prepare = I.prepare
+    monkeypatch.setattr(I, "prepare", lambda *a, **k: planned.append(a[2]) or prepare(*a, **k))
+    monkeypatch.setenv(I.MODE_ENV, "auto")
+    model = _ready(TinyImageCNN(), torch.float32)
+    x = torch.randn(1, 3, 32, 32)
+    tiny = Occlusion(model).attribute(x, sliding_window_shapes=(3, 16, 16), strides=(3, 16, 16), target=1)
+    assert planned == []  # 4 windows of 3x32x32: 12288 occluded elements
+    Occlusion(model).attribute(x.repeat(2, 1, 1, 1), sliding_window_shapes=(3, 4, 4), strides=(3, 2, 2), target=1)
+    assert 15 * 15 * 2 * x.numel() >= I.MIN_OCCLUDED_ELEMENTS and planned == [(3, 4, 4)]
+    monkeypatch.setenv(I.MODE_ENV, "always")
+    again = Occlusion(model).attribute(x, sliding_window_shapes=(3, 16, 16), strides=(3, 16, 16), target=1)
+    assert planned[-1] == (3, 16, 16)
+    torch.testing.assert_close(again, tiny)

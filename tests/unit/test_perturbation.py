@@ -258,3 +258,45 @@ def test_permutation_needs_two_examples_and_known_arguments():
     with pytest.raises(TypeError, match="n_steps"):
         FeaturePermutation(LinearModel(W)).attribute(torch.randn(3, 4), target=0, n_steps=3)
     FeaturePermutation(LinearModel(W)).attribute(torch.randn(3, 4), target=0, baselines=0.0)  # accepted, ignored
+
+
+# --------------------------------------------------------------------------- Occlusion on batch-statistics models
+class NormCNN(nn.Module):
+    """conv -> batch norm -> ReLU -> linear: in training mode each output depends on the whole batch."""
+
+    def __init__(self, track_running_stats: bool = True):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 3, 3)
+        self.norm = nn.BatchNorm2d(3, track_running_stats=track_running_stats)
+        self.fc = nn.Linear(3 * 6 * 6, 2)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.norm(self.conv(x))).flatten(1))
+
+
+@pytest.mark.parametrize("model", [NormCNN().train(), NormCNN(track_running_stats=False).eval()],
+                         ids=["training", "no-running-stats"])
+def test_occlusion_with_batch_statistics_warns_and_runs_one_perturbation_per_pass(model):
+    x = torch.randn(3, 1, 8, 8)
+    recorder, training = Recorder(model), model.training
+    kwargs = dict(sliding_window_shapes=(1, 3, 3), strides=2, target=1)
+    with pytest.warns(UserWarning, match=r"norm` \(BatchNorm2d\).*one perturbation per pass"):
+        one = Occlusion(recorder).attribute(x, **kwargs)
+    assert recorder.rows == [3] * 17  # the reference, then each of the 16 windows on its own
+    with pytest.warns(UserWarning, match="model.eval"):
+        asked = Occlusion(model).attribute(x, perturbations_per_eval=16, **kwargs)
+    torch.testing.assert_close(asked, one)  # the batch size asked for cannot change the result
+    assert model.training == training and model.norm.training == training
+    captum_attr = pytest.importorskip("captum.attr")
+    expected = captum_attr.Occlusion(model).attribute(x, perturbations_per_eval=1, **kwargs)
+    torch.testing.assert_close(one, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_occlusion_in_eval_mode_does_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Occlusion(NormCNN().eval()).attribute(torch.randn(2, 1, 8, 8), (1, 3, 3), 2, target=0)
+        Occlusion(SmallCNN().train()).attribute(torch.randn(2, 1, 8, 8), (1, 3, 3), 2, target=0)  # no batch norm

@@ -1,4 +1,4 @@
-"""Which traced operations are *local*, and how a changed region moves through them (for :mod:`._incremental`).
+"""Locality rules: which traced operations are *local*, and how a changed region moves through them.
 
 A node of the traced graph is local when every output element depends only on a small spatial neighbourhood of
 its inputs, so that the region where an occluded copy differs from the clean image can be followed through it:
@@ -12,11 +12,13 @@ its inputs, so that the region where an occluded copy differs from the clean ima
 
 Everything else (global pooling, flatten, linear, attention, normalisation over space, training-mode BatchNorm,
 a squeeze-excitation gate multiplying a local tensor) is non-local; :func:`classify` returns None for it.
+A node's :class:`Kind` says which of the three ways the run computes it.
 Regions are kept per axis as a first index per unit and one size shared by all units (the largest, moved inward
 at the borders), so that a batch of units has tensors of one shape.
 """
 from __future__ import annotations
 
+import enum
 import math
 import operator
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .trace import flat_nodes
 
 POINTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh,
                      nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.PReLU,
@@ -37,10 +41,13 @@ POINTWISE_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "c
 BINARY_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub,
                     operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div}
 BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
-IN_PLACE_FUNCTIONS = {torch.relu_, F.relu_, operator.iadd, operator.isub, operator.imul, operator.itruediv}
-INPLACE_LAST = {F.relu, F.relu6, F.hardswish, F.hardsigmoid, F.silu, F.mish, F.elu, F.leaky_relu, F.hardtanh,
-                F.dropout}  # functions whose last positional parameter is `inplace`
-SHAPE_QUERIES = {"size", "dim", "shape", "ndim", "ndimension"}
+
+
+class Kind(enum.Enum):
+    """How the run computes a node for the occluded copies."""
+    CONST = "const"    # does not depend on the input: its clean value serves every copy
+    REGION = "region"  # local: computed on the changed region only, read from the clean tensors around it
+    FULL = "full"      # computed on whole maps, as the model would
 
 
 @dataclass
@@ -116,7 +123,7 @@ class Window:
                 (out.w - 1) * self.stride[1] + self.dilation[1] * (self.kernel[1] - 1) + 1)
 
 
-def _pair(v) -> tuple[int, int]:
+def pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
@@ -128,7 +135,7 @@ def _conv_pads(padding, kernel, stride, dilation, height, width) -> tuple[int, i
             return None
         th, tw = dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1)
         return (th // 2, th - th // 2, tw // 2, tw - tw // 2)
-    ph, pw = _pair(padding)
+    ph, pw = pair(padding)
     return (ph, ph, pw, pw)
 
 
@@ -149,10 +156,10 @@ def _conv(weight, bias, stride, dilation, groups, pads, kernel, source) -> Windo
 def _conv_module(m: nn.Conv2d, source, shape) -> Window | None:
     if m.padding_mode != "zeros":
         return None
-    kernel, stride, dilation = _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
+    kernel, stride, dilation = pair(m.kernel_size), pair(m.stride), pair(m.dilation)
     if type(m).forward is nn.Conv2d.forward:
         pads = _conv_pads(m.padding, kernel, stride, dilation, *shape[-2:])
-    elif type(m).__name__ == "Conv2dSame" and type(m).__module__.startswith("timm.") and _pair(m.padding) == (0, 0):
+    elif type(m).__name__ == "Conv2dSame" and type(m).__module__.startswith("timm.") and pair(m.padding) == (0, 0):
         pads = _tf_same_pads(kernel, stride, dilation, *shape[-2:])
     else:
         return None
@@ -160,13 +167,13 @@ def _conv_module(m: nn.Conv2d, source, shape) -> Window | None:
 
 
 def _pool_module(m: nn.Module, source, shape, out_shape) -> Window | None:
-    kernel, stride = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size)
-    ph, pw = _pair(m.padding)
+    kernel, stride = pair(m.kernel_size), pair(m.stride if m.stride is not None else m.kernel_size)
+    ph, pw = pair(m.padding)
     height, width = shape[-2:]
     if isinstance(m, nn.MaxPool2d):
         if m.return_indices:
             return None
-        dilation = _pair(m.dilation)
+        dilation = pair(m.dilation)
         extra = [max(0, (o - 1) * s + d * (k - 1) + 1 - (size + 2 * p)) for o, s, d, k, size, p in
                  zip(out_shape[-2:], stride, dilation, kernel, (height, width), (ph, pw))]  # ceil_mode's overhang
         return Window(source, kernel, stride, dilation, (ph, ph + extra[0], pw, pw + extra[1]), -math.inf,
@@ -179,18 +186,6 @@ def _pool_module(m: nn.Module, source, shape, out_shape) -> Window | None:
                   lambda x: F.avg_pool2d(x, kernel, stride, 0, False, True, divisor), kernel[0] * kernel[1])
 
 
-def _flat_nodes(args) -> list:
-    out = []
-    for a in args:
-        if isinstance(a, (list, tuple)):
-            out.extend(_flat_nodes(a))
-        elif isinstance(a, dict):
-            out.extend(_flat_nodes(list(a.values())))
-        elif hasattr(a, "op") and hasattr(a, "users"):
-            out.append(a)
-    return out
-
-
 def _spatially_constant(value) -> bool:
     """A number, or a tensor that broadcasts over the last two (spatial) dimensions."""
     if isinstance(value, (int, float, bool)):
@@ -198,18 +193,18 @@ def _spatially_constant(value) -> bool:
     return isinstance(value, Tensor) and (value.dim() < 2 or tuple(value.shape[-2:]) == (1, 1))
 
 
-def classify(node, module_of: Callable, kind: dict, value: dict):
+def classify(node, module_of: Callable, kind_of: Callable, value: dict):
     """The locality rule of ``node`` (a :class:`Pointwise`, :class:`Join` or :class:`Window`), or None when it
-    is not local. ``kind[n]`` is "const", "region" or "full" for the nodes before; ``value[n]`` their clean-run
-    values."""
-    args = _flat_nodes((node.args, node.kwargs))
-    local = [a for a in args if kind.get(a) == "region"]
-    if not local or any(kind.get(a) == "full" for a in args) or not isinstance(value.get(node), Tensor):
+    is not local. ``kind_of(n)`` is the :class:`Kind` of the nodes before (None for what is not a node);
+    ``value[n]`` their clean-run values."""
+    args = flat_nodes((node.args, node.kwargs))
+    local = [a for a in args if kind_of(a) is Kind.REGION]
+    if not local or any(kind_of(a) is Kind.FULL for a in args) or not isinstance(value.get(node), Tensor):
         return None
     out = value[node]
     if out.dim() != 4:
         return None
-    rule = _classify(node, module_of, kind, value, local)
+    rule = _rule(node, module_of, kind_of, value, local)
     if isinstance(rule, Pointwise) and value[rule.source].shape != out.shape:
         return None  # broadcasting that changes the shape
     if isinstance(rule, Join) and any(value[a].shape[-2:] != out.shape[-2:] or value[a].shape[0] != out.shape[0]
@@ -218,107 +213,91 @@ def classify(node, module_of: Callable, kind: dict, value: dict):
     return rule
 
 
-def _classify(node, module_of, kind, value, local):
-    args = _flat_nodes((node.args, node.kwargs))
-    out = value[node]
-    first = node.args[0] if node.args else None
+def _rule(node, module_of, kind_of, value, local):
+    """The rule by the kind of operation; ``local``: the arguments that differ from the clean run."""
+    first, target = (node.args[0] if node.args else None), node.target
     if node.op == "call_module":
-        m = module_of(node.target)
         if len(local) != 1 or first is not local[0]:
             return None
-        if isinstance(m, nn.Conv2d):
-            return _conv_module(m, first, value[first].shape)
-        if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
-            return _pool_module(m, first, value[first].shape, out.shape)
-        if isinstance(m, nn.BatchNorm2d):
-            eval_stats = not m.training and m.track_running_stats and m.running_mean is not None
-            return Pointwise(first) if eval_stats and type(m).forward is nn.BatchNorm2d.forward else None
-        if isinstance(m, POINTWISE_MODULES) and type(m).forward in {t.forward for t in POINTWISE_MODULES}:
-            return None if isinstance(m, (nn.Dropout, nn.Dropout2d)) and m.training else Pointwise(first)
+        return _module_rule(module_of(target), first, value[first].shape, value[node].shape)
+    function, method = node.op == "call_function", node.op == "call_method"
+    if function and target in (torch.cat, torch.concat):
+        return _cat_rule(node, kind_of)
+    if (function and target in BINARY_FUNCTIONS) or (method and target in BINARY_METHODS):
+        return _binary_rule(node, kind_of, value, local)
+    if len(local) != 1 or first is not local[0]:
         return None
-    target = node.target
-    if node.op == "call_function" and target in (torch.cat, torch.concat):
-        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-        parts = first if isinstance(first, (list, tuple)) else ()
-        if dim in (1, -3) and parts and all(kind.get(p) == "region" for p in parts):
-            return Join(list(parts))
-        return None
-    if (node.op == "call_function" and target in BINARY_FUNCTIONS) or (
-            node.op == "call_method" and target in BINARY_METHODS):
-        operands = list(node.args[:2])
-        if len(operands) == 2 and all(kind.get(o) == "region" for o in operands):
-            return Join(operands)
-        others = [o for o in operands if o is not local[0]]
-        if len(local) == 1 and all(_spatially_constant(value.get(o, o)) for o in others):
-            return Pointwise(local[0])
-        return None
-    pointwise = (node.op == "call_function" and target in POINTWISE_FUNCTIONS) or (
-        node.op == "call_method" and target in POINTWISE_METHODS)
-    if pointwise and len(local) == 1 and first is local[0]:
-        if target in (F.dropout, F.batch_norm):
-            training = node.kwargs.get("training", node.args[5] if target is F.batch_norm and len(node.args) > 5
-                                       else node.args[2] if target is F.dropout and len(node.args) > 2 else False)
-            if training is not False:
-                return None
-        others = [a for a in args if a is not first]
-        if all(kind.get(o) == "const" and _spatially_constant(value[o]) or target is F.batch_norm for o in others):
-            return Pointwise(first)
-        return None
-    if node.op == "call_function" and target is F.conv2d and len(local) == 1 and first is local[0]:
-        names = ("weight", "bias", "stride", "padding", "dilation", "groups")
-        given = dict(zip(names, node.args[1:]), **node.kwargs)
-        weight, bias = value.get(given.get("weight")), given.get("bias")
-        bias = value.get(bias) if bias is not None else None
-        if not isinstance(weight, Tensor) or kind.get(given.get("weight")) != "const" or (
-                given.get("bias") is not None and kind.get(given["bias"]) != "const"):
-            return None
-        kernel, stride = tuple(weight.shape[-2:]), _pair(given.get("stride", 1))
-        dilation = _pair(given.get("dilation", 1))
-        pads = _conv_pads(given.get("padding", 0), kernel, stride, dilation, *value[first].shape[-2:])
-        if pads is None:
-            return None
-        return _conv(weight, bias, stride, dilation, int(given.get("groups", 1)), pads, kernel, first)
+    if (function and target in POINTWISE_FUNCTIONS) or (method and target in POINTWISE_METHODS):
+        return _pointwise_rule(node, kind_of, value)
+    if function and target is F.conv2d:
+        return _conv_function_rule(node, kind_of, value)
     return None
 
 
-def mutated_argument(node, module_of: Callable):
-    """The argument an in-place operation overwrites (None when it has none)."""
+def _module_rule(m: nn.Module, first, shape, out_shape):
+    """Convolution and pooling modules are windows; eval-mode BatchNorm, activations and eval-mode dropout
+    are pointwise (their own classes only: a subclass may compute something else)."""
+    if isinstance(m, nn.Conv2d):
+        return _conv_module(m, first, shape)
+    if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
+        return _pool_module(m, first, shape, out_shape)
+    if isinstance(m, nn.BatchNorm2d):
+        eval_stats = not m.training and m.track_running_stats and m.running_mean is not None
+        return Pointwise(first) if eval_stats and type(m).forward is nn.BatchNorm2d.forward else None
+    if isinstance(m, POINTWISE_MODULES) and type(m).forward in {t.forward for t in POINTWISE_MODULES}:
+        return None if isinstance(m, (nn.Dropout, nn.Dropout2d)) and m.training else Pointwise(first)
+    return None
+
+
+def _cat_rule(node, kind_of):
+    """Concatenation along channels of local tensors: their union."""
     first = node.args[0] if node.args else None
-    if node.op == "call_module" and getattr(module_of(node.target), "inplace", False):
-        return first
-    if node.op == "call_function" and (node.target in IN_PLACE_FUNCTIONS or node.kwargs.get("inplace")):
-        return first
-    if node.op == "call_function" and node.target in INPLACE_LAST and len(node.args) > 1 and node.args[-1] is True:
-        return first  # e.g. F.relu(x, True): harmless where the flag meant something else (one more copy)
-    if node.op == "call_method" and isinstance(node.target, str) and node.target.endswith("_") and \
-            not node.target.startswith("__"):
-        return first
+    dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+    parts = first if isinstance(first, (list, tuple)) else ()
+    if dim in (1, -3) and parts and all(kind_of(p) is Kind.REGION for p in parts):
+        return Join(list(parts))
     return None
 
 
-def call(gm, node, args, kwargs):
-    """Run one traced node on the given arguments."""
-    if node.op == "call_module":
-        return gm.get_submodule(node.target)(*args, **kwargs)
-    if node.op == "call_function":
-        return node.target(*args, **kwargs)
-    if node.op == "call_method":
-        return getattr(args[0], node.target)(*args[1:], **kwargs)
-    if node.op == "get_attr":
-        value = gm
-        for part in node.target.split("."):
-            value = getattr(value, part)
-        return value
-    raise ValueError(f"unexpected node {node.op}")
+def _binary_rule(node, kind_of, value, local):
+    """Two local operands join; one local operand with a spatially constant other is pointwise."""
+    operands = list(node.args[:2])
+    if len(operands) == 2 and all(kind_of(o) is Kind.REGION for o in operands):
+        return Join(operands)
+    others = [o for o in operands if o is not local[0]]
+    if len(local) == 1 and all(_spatially_constant(value.get(o, o)) for o in others):
+        return Pointwise(local[0])
+    return None
 
 
-def clone_first(args):
-    """The arguments with the first (an in-place operation's target) copied."""
-    first = args[0]
-    return (first.clone(), *args[1:]) if isinstance(first, Tensor) else args
+def _pointwise_rule(node, kind_of, value):
+    """An elementwise function of the local first argument, with spatially constant other arguments (and not
+    in training mode, for dropout and batch norm)."""
+    first, target = node.args[0], node.target
+    if target in (F.dropout, F.batch_norm):
+        training = node.kwargs.get("training", node.args[5] if target is F.batch_norm and len(node.args) > 5
+                                   else node.args[2] if target is F.dropout and len(node.args) > 2 else False)
+        if training is not False:
+            return None
+    others = [a for a in flat_nodes((node.args, node.kwargs)) if a is not first]
+    if all(kind_of(o) is Kind.CONST and _spatially_constant(value[o]) or target is F.batch_norm for o in others):
+        return Pointwise(first)
+    return None
 
 
-def is_shape_query(node) -> bool:
-    """``x.size()``, ``x.shape``, ``x.dim()``, ...: answered from a shape, not from values."""
-    return (node.op == "call_method" and node.target in SHAPE_QUERIES) or (
-        node.op == "call_function" and node.target is getattr and node.args[1] in SHAPE_QUERIES)
+def _conv_function_rule(node, kind_of, value):
+    """``F.conv2d`` on the local first argument with constant weights (and bias)."""
+    first = node.args[0]
+    names = ("weight", "bias", "stride", "padding", "dilation", "groups")
+    given = dict(zip(names, node.args[1:]), **node.kwargs)
+    weight, bias = value.get(given.get("weight")), given.get("bias")
+    bias = value.get(bias) if bias is not None else None
+    if not isinstance(weight, Tensor) or kind_of(given.get("weight")) is not Kind.CONST or (
+            given.get("bias") is not None and kind_of(given["bias"]) is not Kind.CONST):
+        return None
+    kernel, stride = tuple(weight.shape[-2:]), pair(given.get("stride", 1))
+    dilation = pair(given.get("dilation", 1))
+    pads = _conv_pads(given.get("padding", 0), kernel, stride, dilation, *value[first].shape[-2:])
+    if pads is None:
+        return None
+    return _conv(weight, bias, stride, dilation, int(given.get("groups", 1)), pads, kernel, first)
