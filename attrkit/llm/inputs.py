@@ -16,13 +16,14 @@ Names, arguments and behaviour follow Captum 0.9; bad input raises ``ValueError`
 """
 from __future__ import annotations
 
-import numbers
 import string
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
+
+from ..text import _as_int
 
 
 class InterpretableInput(ABC):
@@ -63,18 +64,6 @@ class InterpretableInput(ABC):
         return itp_attr
 
 
-def as_int(value: Any) -> int | None:
-    """``value`` as a Python int when it is an integer (int, NumPy integer, 0-d integer tensor), else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, Tensor) and value.dim() == 0 and not value.is_floating_point() \
-            and not value.is_complex() and value.dtype != torch.bool:
-        return int(value)
-    return None
-
-
 def token_ids(tokens: Any, tokenizer: Any, name: str) -> list[int]:
     """Token ids from ids or token strings (``["<s>", 1]``), each checked to be in the tokenizer's
     vocabulary: a token string it does not know, a negative id or one past ``len(tokenizer)`` raises
@@ -91,7 +80,7 @@ def token_ids(tokens: Any, tokenizer: Any, name: str) -> list[int]:
                 raise ValueError(f"`{name}`: the token {token!r} is not in the tokenizer's vocabulary.")
             out.append(int(ids[0]))
             continue
-        index = as_int(token)
+        index = _as_int(token)
         if index is None:
             raise TypeError(f"`{name}` must hold token ids or token strings, got {type(token).__name__}.")
         if index < 0 or (size is not None and index >= size):
@@ -294,7 +283,7 @@ class TextTokenInput(InterpretableInput):
         if baselines is None:
             raise ValueError("`baselines` is None (a tokenizer without a pad token gives tokenizer.pad_token = None): "
                              "give a token id or a token string, e.g. tokenizer.unk_token or tokenizer.eos_token.")
-        if not isinstance(baselines, str) and as_int(baselines) is None:
+        if not isinstance(baselines, str) and _as_int(baselines) is None:
             raise TypeError(f"`baselines` must be a token id or a token string, got {type(baselines).__name__}.")
         return token_ids([baselines], tokenizer, "baselines")[0]
 
