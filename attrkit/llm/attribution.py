@@ -114,7 +114,9 @@ class BaseLLMAttribution(Attribution):
     def _generate(self, model_inp: dict, gen_args: dict | None) -> Tensor:
         gen_args = dict(gen_args or DEFAULT_GEN_ARGS)
         n_prompt = model_inp["input_ids"].shape[1]
-        max_new = gen_args.get("max_new_tokens", 25)
+        max_new = gen_args.get("max_new_tokens")
+        if max_new is None and isinstance(gen_args.get("max_length"), int):
+            max_new = gen_args["max_length"] - n_prompt
         self._check_context(n_prompt, max_new if isinstance(max_new, int) else 0, "max_new_tokens")
         generate = getattr(self.model, "generate", None)
         if not callable(generate):

@@ -271,6 +271,8 @@ class TextTokenInput(InterpretableInput):
             skip = set(skip_tokens)
             self.itp_mask = torch.tensor([[int(t) not in skip for t in self.inp_tensor[0].tolist()]])
             self.itp_tensor = self.inp_tensor[self.itp_mask].unsqueeze(0)
+            if self.itp_tensor.numel() == 0:
+                raise ValueError(f"`skip_tokens` leaves no token of `text` {text!r} to attribute.")
         else:
             self.itp_mask, self.itp_tensor = None, self.inp_tensor
         self.skip_tokens = skip_tokens

@@ -624,6 +624,8 @@ def test_unknown_skip_token_of_an_input_is_refused(plain):
     _, tok = plain
     with pytest.raises(ValueError, match="skip_tokens.*<nope>"):
         A.TextTokenInput("the cat", tok, skip_tokens=["<nope>"])
+    with pytest.raises(ValueError, match="skip_tokens.*no token"):  # nothing left to attribute, or to plot
+        A.TextTokenInput("the", tok, skip_tokens=["<s>", "the"])
 
 
 def test_generation_with_a_tokenizer_without_pad_token(hf):
@@ -706,6 +708,9 @@ def test_generation_past_the_context_is_named(plain):
     with pytest.raises(ValueError, match="gen_args.*max_new_tokens.*context of 24"):
         A.LLMAttribution(A.FeatureAblation(model), tok).attribute(
             A.TextTemplateInput("{} sat on", ["the cat"]), gen_args={"max_new_tokens": 30})
+    with pytest.raises(ValueError, match="gen_args.*context of 24"):
+        A.LLMAttribution(A.FeatureAblation(model), tok).attribute(
+            A.TextTemplateInput("{} sat on", ["the cat"]), gen_args={"max_length": 30})
 
 
 def test_layer_input_of_an_embedding_is_named():
