@@ -14,6 +14,7 @@ Names, arguments and behaviour follow Captum 0.9 (``captum.attr``); where Captum
 """
 from __future__ import annotations
 
+import numbers
 import random
 import warnings
 from typing import Any
@@ -26,7 +27,8 @@ class TokenReferenceBase:
     """A reference (baseline) token sequence for text models: every position holds ``reference_token_idx``.
 
     The usual baseline of Integrated Gradients on text is "the same length, but every token a padding
-    token" (Sundararajan et al. 2017, https://arxiv.org/abs/1703.01365, section 6.3).
+    token" (Sundararajan et al. 2017, https://arxiv.org/abs/1703.01365, section 6.3). The token id and the
+    length may be Python, NumPy or 0-d tensor integers (as in Captum).
 
     Example:
         >>> from attrkit import TokenReferenceBase
@@ -38,16 +40,31 @@ class TokenReferenceBase:
         if reference_token_idx is None:
             raise ValueError("`reference_token_idx` is None (a tokenizer without a pad token gives pad_token_id = "
                              "None): give a token id, e.g. the unknown or end-of-sequence token's.")
-        if isinstance(reference_token_idx, bool) or not isinstance(reference_token_idx, int):
-            raise TypeError(f"`reference_token_idx` must be an int token id, got {type(reference_token_idx).__name__}.")
-        self.reference_token_idx = reference_token_idx
+        index = _as_int(reference_token_idx)
+        if index is None:
+            raise TypeError("`reference_token_idx` must be an integer token id (int, NumPy integer or 0-d tensor), "
+                            f"got {type(reference_token_idx).__name__}.")
+        self.reference_token_idx = index
 
     def generate_reference(self, sequence_length: int, device: torch.device | str) -> torch.Tensor:
         """A ``(sequence_length,)`` long tensor of the reference token on ``device`` (add the batch
         dimension with ``.unsqueeze(0)``)."""
-        if isinstance(sequence_length, bool) or not isinstance(sequence_length, int) or sequence_length < 0:
+        length = _as_int(sequence_length)
+        if length is None or length < 0:
             raise ValueError(f"`sequence_length` must be a non-negative int, got {sequence_length!r}.")
-        return torch.full((sequence_length,), self.reference_token_idx, dtype=torch.long, device=device)
+        return torch.full((length,), self.reference_token_idx, dtype=torch.long, device=device)
+
+
+def _as_int(value: Any) -> int | None:
+    """``value`` as a Python int when it is an integer (int, NumPy integer, 0-d integer tensor), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.is_floating_point() \
+            and not value.is_complex() and value.dtype != torch.bool:
+        return int(value)
+    return None
 
 
 class InterpretableEmbeddingBase(nn.Module):

@@ -8,7 +8,7 @@ from typing import Callable
 
 from torch import Tensor
 
-from .._hooks import flat_layer_values, layer_as_variable, layer_values
+from .._hooks import flat_layer_values, layer_as_variable, layer_name, layer_values
 from ..base import GradientAttribution, LayerAttribution
 
 
@@ -43,7 +43,10 @@ class LayerSpace:
 
     def _values(self, layer, inputs: tuple) -> tuple[Tensor, ...]:
         values = layer_values(self.forward_func, layer, inputs, self.args, self.to_input)[0]
-        return flat_layer_values(values, self.forward_func, layer, self.to_input, allow_none=False)
+        values = flat_layer_values(values, self.forward_func, layer, self.to_input, allow_none=False)
+        if self.to_input:
+            _check_layer_input(values, self.forward_func, layer)
+        return values
 
     def values_at(self, inputs: tuple) -> tuple[Tensor, ...]:
         """The layers' activations (flattened like ``self.inputs``) when the model runs on other inputs."""
@@ -56,3 +59,18 @@ class LayerSpace:
             out.append(layer_result(tuple(flat[start:start + len(values)])))
             start += len(values)
         return out if several else out[0]
+
+
+def _check_layer_input(values: tuple[Tensor, ...], forward_func: Callable, layer) -> None:
+    """With ``attribute_to_layer_input=True`` the layer's positional inputs become the variables: none (the
+    input came by keyword, which a forward pre-hook does not see) or integers (an embedding's token ids)
+    cannot be."""
+    name = layer_name(forward_func, layer)
+    if not values:
+        raise ValueError(f"`attribute_to_layer_input=True`: layer `{name}` received its input by keyword (nothing "
+                         "positionally), which a layer hook cannot see: call the layer positionally in forward(), "
+                         "or attribute to its output.")
+    if not all(v.is_floating_point() or v.is_complex() for v in values):
+        raise TypeError(f"`attribute_to_layer_input=True`: the input of layer `{name}` ({type(layer).__name__}) holds "
+                        "integers (token ids), which have no gradient: attribute to the layer's output instead "
+                        "(attribute_to_layer_input=False gives the embeddings).")

@@ -23,6 +23,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from ..text import _as_int
+
 
 class InterpretableInput(ABC):
     """The interface: ``n_itp_features``, ``values`` (one label per feature, for plots),
@@ -60,6 +62,32 @@ class InterpretableInput(ABC):
     def format_attr(self, itp_attr: Tensor) -> Tensor:
         """Attributions ``(..., n_itp_features)`` -> as displayed (by default unchanged)."""
         return itp_attr
+
+
+def token_ids(tokens: Any, tokenizer: Any, name: str) -> list[int]:
+    """Token ids from ids or token strings (``["<s>", 1]``), each checked to be in the tokenizer's
+    vocabulary: a token string it does not know, a negative id or one past ``len(tokenizer)`` raises
+    ``ValueError`` naming ``name``."""
+    if isinstance(tokens, (str, Tensor)) or not isinstance(tokens, (list, tuple)):
+        tokens = tokens.tolist() if isinstance(tokens, Tensor) and tokens.dim() else [tokens]
+    size = len(tokenizer) if hasattr(tokenizer, "__len__") else None
+    unknown = (getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "unk_token", None))
+    out = []
+    for token in tokens:
+        if isinstance(token, str):
+            ids = tokenizer.convert_tokens_to_ids([token])
+            if not ids or ids[0] is None or (ids[0] == unknown[0] and token != unknown[1]):
+                raise ValueError(f"`{name}`: the token {token!r} is not in the tokenizer's vocabulary.")
+            out.append(int(ids[0]))
+            continue
+        index = _as_int(token)
+        if index is None:
+            raise TypeError(f"`{name}` must hold token ids or token strings, got {type(token).__name__}.")
+        if index < 0 or (size is not None and index >= size):
+            raise ValueError(f"`{name}`: token id {index} is outside the tokenizer's vocabulary"
+                             + (f" of {size} tokens." if size is not None else "."))
+        out.append(index)
+    return out
 
 
 def _present(perturbed_tensor: Tensor, name: str = "perturbed_tensor") -> list[bool]:
@@ -214,7 +242,9 @@ class TextTokenInput(InterpretableInput):
 
     ``values`` are the raw tokenizer tokens (``"▁Paris"``, ``"Ġthe"``); see
     :func:`attrkit.merge_subword_tokens` for words. A ``baselines`` token string that the tokenizer does
-    not know raises ``ValueError`` (Captum silently uses the unknown-token id).
+    not know raises ``ValueError`` (Captum silently uses the unknown-token id), and so does an unknown
+    ``skip_tokens`` string (Captum ignores it) or a baseline id outside the vocabulary; ids may be Python,
+    NumPy or 0-d tensor integers.
 
     Example:
         >>> import torch
@@ -237,11 +267,12 @@ class TextTokenInput(InterpretableInput):
         if self.inp_tensor.shape[1] == 0:
             raise ValueError(f"`text` {text!r} tokenizes to no tokens.")
         if skip_tokens:
-            if isinstance(skip_tokens[0], str):
-                skip_tokens = list(tokenizer.convert_tokens_to_ids(list(skip_tokens)))
-            skip = set(int(t) for t in skip_tokens)
+            skip_tokens = token_ids(skip_tokens, tokenizer, "skip_tokens")
+            skip = set(skip_tokens)
             self.itp_mask = torch.tensor([[int(t) not in skip for t in self.inp_tensor[0].tolist()]])
             self.itp_tensor = self.inp_tensor[self.itp_mask].unsqueeze(0)
+            if self.itp_tensor.numel() == 0:
+                raise ValueError(f"`skip_tokens` leaves no token of `text` {text!r} to attribute.")
         else:
             self.itp_mask, self.itp_tensor = None, self.inp_tensor
         self.skip_tokens = skip_tokens
@@ -250,19 +281,13 @@ class TextTokenInput(InterpretableInput):
         self.baselines = self._baseline_id(baselines, tokenizer)
 
     @staticmethod
-    def _baseline_id(baselines: int | str, tokenizer: Any) -> int:
+    def _baseline_id(baselines: Any, tokenizer: Any) -> int:
         if baselines is None:
             raise ValueError("`baselines` is None (a tokenizer without a pad token gives tokenizer.pad_token = None): "
                              "give a token id or a token string, e.g. tokenizer.unk_token or tokenizer.eos_token.")
-        if isinstance(baselines, bool) or not isinstance(baselines, (int, str)):
+        if not isinstance(baselines, str) and _as_int(baselines) is None:
             raise TypeError(f"`baselines` must be a token id or a token string, got {type(baselines).__name__}.")
-        if isinstance(baselines, int):
-            return baselines
-        ids = tokenizer.convert_tokens_to_ids([baselines])
-        unknown = getattr(tokenizer, "unk_token_id", None)
-        if not ids or ids[0] is None or (ids[0] == unknown and baselines != getattr(tokenizer, "unk_token", None)):
-            raise ValueError(f"`baselines`: the token {baselines!r} is not in the tokenizer's vocabulary.")
-        return int(ids[0])
+        return token_ids([baselines], tokenizer, "baselines")[0]
 
     def to_tensor(self) -> Tensor:
         return torch.ones_like(self.itp_tensor)

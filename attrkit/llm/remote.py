@@ -7,6 +7,7 @@ client) is not included.
 """
 from __future__ import annotations
 
+from copy import copy
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
@@ -45,7 +46,9 @@ class RemoteLLMProvider(Protocol):
 
 
 class _NoModel(torch.nn.Module):
-    """Stands in for the model of the wrapped method (the provider does the work)."""
+    """Stands in for the model of the wrapped method (the provider does the work): on the CPU, returns 0."""
+
+    device = torch.device("cpu")
 
     def forward(self, *args: Any, **kwargs: Any) -> int:
         return 0
@@ -54,7 +57,8 @@ class _NoModel(torch.nn.Module):
 class RemoteLLMAttribution(LLMAttribution):
     """:class:`~attrkit.LLMAttribution` for a model served remotely: each perturbed prompt is sent to
     ``provider.get_logprobs`` with the target text, and ``target=None`` asks ``provider.generate``.
-    Create the wrapped method on any callable (its model is not used), e.g. ``FeatureAblation(lambda *a: 0)``.
+    Create the wrapped method on :attr:`placeholder_model` (as in Captum) or on any callable (its model is
+    not used), e.g. ``FeatureAblation(RemoteLLMAttribution.placeholder_model)``.
 
     Example:
         >>> from attrkit import FeatureAblation, RemoteLLMAttribution, TextTemplateInput
@@ -71,48 +75,46 @@ class RemoteLLMAttribution(LLMAttribution):
         [0.1667, 0.1667]
     """
 
-    def __init__(self, attr_method, tokenizer: Any, provider: RemoteLLMProvider, attr_target: str = "log_prob"):
+    #: a stand-in model to create the wrapped method with (on the CPU; calling it returns 0)
+    placeholder_model = _NoModel()
+
+    def __init__(self, attr_method, tokenizer: Any, provider: RemoteLLMProvider,
+                 attr_target: str | Callable[[Tensor], Tensor] = "log_prob"):
         if not isinstance(provider, RemoteLLMProvider):
             raise TypeError("`provider` must have generate(prompt, **gen_args) and get_logprobs(input_prompt, "
                             f"target_str, tokenizer), got {type(provider).__name__}.")
         method = attr_method
         if not isinstance(getattr(attr_method, "forward_func", None), torch.nn.Module):
-            from copy import copy
             method = copy(attr_method)
-            method.forward_func = _NoModel()
+            method.forward_func = self.placeholder_model
         super().__init__(method, tokenizer, attr_target)
         self.provider = provider
 
-    def _prompt(self, model_input: Any) -> str:
+    def _prompt_text(self, model_input: Any) -> str:
         if isinstance(model_input, Tensor):
             return self.tokenizer.decode(model_input.flatten())
         if isinstance(model_input, str):
             return model_input
         raise TypeError(f"RemoteLLMAttribution needs a text prompt (or token ids); got {type(model_input).__name__}.")
 
-    def _get_target_tokens(self, inp: InterpretableInput, target=None, gen_args: dict | None = None) -> Tensor:
+    def _get_target_tokens(self, inp: InterpretableInput, target=None, gen_args: dict | None = None,
+                           skip_tokens: list | None = None) -> Tensor:
         if target is not None:
-            return super()._get_target_tokens(inp, target, gen_args)
+            return super()._get_target_tokens(inp, target, gen_args, skip_tokens)
         self._check_input(inp)
-        text = self.provider.generate(self._prompt(inp.to_model_input()), **(gen_args or DEFAULT_GEN_ARGS))
+        text = self.provider.generate(self._prompt_text(inp.to_model_input()), **(gen_args or DEFAULT_GEN_ARGS))
         ids = torch.as_tensor(self.tokenizer.encode(text, add_special_tokens=False), dtype=torch.long).reshape(-1)
         if ids.numel() == 0:
             raise ValueError("the provider generated an empty answer; give the `target`.")
-        return ids
+        return super()._get_target_tokens(inp, ids, None, skip_tokens)
 
-    def _forward_func(self, perturbed_tensor: Tensor | None, inp: InterpretableInput, target_tokens: Tensor,
-                      use_cached_outputs: bool = False, _inspect_forward: Callable | None = None,
-                      forward_in_tokens: bool = False) -> Tensor:
-        prompt = self._prompt(inp.to_model_input(perturbed_tensor))
+    def _log_probs(self, model_input: Any, target_tokens: Tensor, use_cached_outputs: bool,
+                   forward_in_tokens: bool) -> Tensor:
+        """The provider's log-probabilities of the target's tokens after the (perturbed) prompt."""
         target_str = self.tokenizer.decode(target_tokens)
-        values = self.provider.get_logprobs(input_prompt=prompt, target_str=target_str, tokenizer=self.tokenizer)
+        values = self.provider.get_logprobs(input_prompt=self._prompt_text(model_input), target_str=target_str,
+                                            tokenizer=self.tokenizer)
         if len(values) != len(target_tokens):
             raise ValueError(f"the provider returned {len(values)} log-probabilities for a target of "
                              f"{len(target_tokens)} tokens ({target_str!r}).")
-        log_probs = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
-        if perturbed_tensor is None or bool((perturbed_tensor == 1).all()):
-            self._unperturbed = log_probs.clone()
-        scores = torch.cat([log_probs.sum().reshape(1), log_probs]) if self.include_per_token_attr else log_probs.sum()
-        if _inspect_forward is not None:
-            _inspect_forward(prompt, target_str, scores.exp().reshape(-1).tolist())
-        return scores if self.attr_target == "log_prob" else scores.exp()
+        return torch.as_tensor([float(v) for v in values], dtype=torch.float32)

@@ -359,24 +359,6 @@ def test_baseline_from_a_tokenizer_without_pad_token():
         A.TextTokenInput("the cat", tok, baselines=tok.pad_token)
 
 
-def test_tokenizer_without_pad_token_for_generation(hf):
-    model, tok = hf
-
-    class NoPad:  # a tokenizer without pad and end-of-sequence tokens
-        pad_token_id = eos_token_id = None
-
-        def __getattr__(self, name):
-            return getattr(tok, name)
-
-    saved = (model.generation_config.pad_token_id, model.generation_config.eos_token_id)
-    model.generation_config.pad_token_id = model.generation_config.eos_token_id = None
-    try:
-        with pytest.raises(ValueError, match="tokenizer.*pad token"):
-            A.LLMAttribution(A.FeatureAblation(model), NoPad()).attribute(A.TextTemplateInput("{}", ["cat"]))
-    finally:
-        model.generation_config.pad_token_id, model.generation_config.eos_token_id = saved
-
-
 @pytest.mark.parametrize("kwargs,match", [
     (dict(template="{} and {}", values=["a"]), "values.*2 positional"),
     (dict(template="{x} and {y}", values={"x": "a"}), "values.*keys"),
@@ -470,3 +452,282 @@ def test_a_given_attention_mask_is_passed_through(plain, forward_in_tokens, cach
     dead = llm._forward_func(None, A.TextTokenInput("the um sat", tok), target, cached, None, forward_in_tokens)
     _close(padded, dead)
     assert um in A.TextTokenInput("the um sat", tok).inp_tensor[0].tolist()
+
+
+# --------------------------------------------------------------------------- one scoring function, per-call state
+def test_interleaved_attributions_equal_separate_calls(plain):
+    """Two attribute() calls on one object, the second started inside the first, give what separate calls give."""
+    model, tok = plain
+    llm = A.LLMAttribution(A.FeatureAblation(model), tok)
+    first, second = A.TextTemplateInput("{} {} sat", ["the", "cat"]), A.TextTemplateInput("{} {} ran in", ["a", "dog"])
+    alone_1, alone_2 = llm.attribute(first, target="on a"), llm.attribute(second, target="park")
+    inner = []
+
+    def start_the_second(prompt, answer, probs):
+        if not inner:
+            inner.append(llm.attribute(second, target="park"))
+
+    outer = llm.attribute(first, target="on a", _inspect_forward=start_the_second)
+    for a, b in ((outer, alone_1), (inner[0], alone_2)):
+        _close(a.output_probs, b.output_probs)
+        _close(a.token_attr, b.token_attr)
+
+
+def test_named_scores_and_a_user_callable(plain):
+    model, tok = plain
+    from attrkit.llm import SCORES
+    inp, kw = A.TextTemplateInput("{} {} sat", ["the", "cat"]), dict(target="on a")
+    log_prob = A.LLMAttribution(A.FeatureAblation(model), tok).attribute(inp, **kw)
+    surprisal = A.LLMAttribution(A.FeatureAblation(model), tok, attr_target=lambda lp: -lp).attribute(inp, **kw)
+    _close(surprisal.token_attr, -log_prob.token_attr)
+    _close(surprisal.output_probs, log_prob.output_probs)  # output_probs stay the answer's probabilities
+    SCORES["surprisal"] = lambda lp: -lp
+    try:
+        named = A.LLMAttribution(A.FeatureAblation(model), tok, attr_target="surprisal").attribute(inp, **kw)
+    finally:
+        del SCORES["surprisal"]
+    _close(named.token_attr, surprisal.token_attr)
+    with pytest.raises(ValueError, match="attr_target.*log_prob.*prob"):
+        A.LLMAttribution(A.FeatureAblation(model), tok, attr_target="surprisal")
+    with pytest.raises(TypeError, match="attr_target"):
+        A.LLMAttribution(A.FeatureAblation(model), tok, attr_target=3)
+    with pytest.raises(ValueError, match="attr_target"):
+        A.LLMAttribution(A.FeatureAblation(model), tok, attr_target=lambda lp: lp.sum()).attribute(inp, **kw)
+
+
+def test_llm_package_structure():
+    """llm/ imports the submodules it needs (not the package root), and stays small."""
+    import ast
+    import pathlib
+    root = pathlib.Path(A.__file__).parent / "llm"
+    for path in sorted(root.glob("*.py")):
+        source = path.read_text()
+        assert len(source.splitlines()) <= 450, path.name
+        tree = ast.parse(source)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert not (node.level == 2 and node.module is None), f"{path.name} imports from the package root"
+                assert node.module != "attrkit", path.name
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno + 1 <= 60, f"{path.name}:{node.name}"
+
+
+# --------------------------------------------------------------------------- issue 23: targets, cache, GradientShap
+def test_a_batch_of_targets_is_refused(plain):
+    model, tok = plain
+    with pytest.raises(ValueError, match="target.*1-D"):
+        A.LLMAttribution(A.FeatureAblation(model), tok).attribute(
+            A.TextTemplateInput("{} sat", ["cat"]), target=torch.tensor([[4, 5], [6, 7]]))
+    with pytest.raises(ValueError, match="target.*1-D"):
+        A.LLMGradientAttribution.for_model(model, tok).attribute(
+            A.TextTokenInput("the cat", tok), target=torch.tensor([[4, 5], [6, 7]]))
+
+
+class _CachingLM(torch.nn.Module):
+    """A causal LM with a key/value-style cache (the running sum of embeddings) and an extra input,
+    ``style``, added at every position — as image features are in some multimodal models."""
+
+    def __init__(self, vocab, dim=8):
+        super().__init__()
+        torch.manual_seed(1)
+        self.embedding, self.head = torch.nn.Embedding(vocab, dim), torch.nn.Linear(dim, vocab)
+        self.max_position_embeddings = 64
+
+    def forward(self, input_ids, attention_mask=None, style=None, past_key_values=None, use_cache=False):
+        from types import SimpleNamespace
+        e = self.embedding(input_ids)
+        state = e.cumsum(1) + (0 if past_key_values is None else past_key_values[:, None])
+        hidden = torch.tanh(state + (0 if style is None else style[:, None]))
+        return SimpleNamespace(logits=self.head(hidden), past_key_values=state[:, -1] if use_cache else None)
+
+
+class _Styled(A.InterpretableInput):
+    def __init__(self, tok):
+        self.tok, self.values, self.n_itp_features = tok, ["the", "cat"], 2
+
+    def to_tensor(self):
+        return torch.ones(1, 2)
+
+    def to_model_input(self, perturbed_tensor=None):
+        keep = [1, 1] if perturbed_tensor is None else perturbed_tensor[0].tolist()
+        words = [w if k else "um" for w, k in zip(self.values, keep)]
+        return {"input_ids": torch.tensor([self.tok.encode(" ".join(words))]), "style": torch.full((1, 8), 0.7)}
+
+
+def test_cached_scoring_passes_extra_inputs_at_every_position(plain):
+    _, tok = plain
+    llm = A.LLMAttribution(A.FeatureAblation(_CachingLM(len(tok))), tok)
+    cached = llm.attribute(_Styled(tok), target="sat on a", use_cached_outputs=True)
+    uncached = llm.attribute(_Styled(tok), target="sat on a", use_cached_outputs=False)
+    one_pass = llm.attribute(_Styled(tok), target="sat on a", forward_in_tokens=False)
+    _close(cached.token_attr, uncached.token_attr)
+    _close(cached.output_probs, uncached.output_probs)
+    _close(one_pass.token_attr, uncached.token_attr)
+
+
+def test_cached_scoring_of_a_model_without_a_cache(plain):
+    """A model that takes **kwargs but returns plain logits: the cached path falls back to full passes."""
+    model, tok = plain
+
+    class Loose(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, input_ids, **kwargs):
+            return self.inner(input_ids)
+
+    llm = A.LLMAttribution(A.FeatureAblation(Loose()), tok)
+    inp = A.TextTemplateInput("{} {} sat", ["the", "cat"])
+    _close(llm.attribute(inp, target="on a", use_cached_outputs=True).token_attr,
+           llm.attribute(inp, target="on a", use_cached_outputs=False).token_attr)
+
+
+def test_layer_gradient_shap_samples_in_embedding_space(plain):
+    """Departure, pinned: random points lie between the baseline's and the prompt's embeddings (Captum
+    interpolates the 0/1 token mask, which maps every point to the all-baseline prompt), so the samples
+    matter and their mean tends to Integrated Gradients on the embeddings."""
+    model, tok = plain
+    inp = A.TextTokenInput("the cat sat", tok, baselines="<pad>", skip_tokens=["<s>"])
+    shap = A.LLMGradientAttribution.for_model(model, tok, A.LayerGradientShap)
+    base = torch.zeros(1, 3, dtype=torch.long)
+    torch.manual_seed(0)
+    one = shap.attribute(inp, target="on a", baselines=base, n_samples=1)
+    torch.manual_seed(1)
+    other = shap.attribute(inp, target="on a", baselines=base, n_samples=1)
+    assert (one.token_attr - other.token_attr).abs().max() > 1e-4
+    torch.manual_seed(0)
+    many = shap.attribute(inp, target="on a", baselines=base, n_samples=3000)
+    ig = A.LLMGradientAttribution.for_model(model, tok).attribute(inp, target="on a", n_steps=64)
+    _close(many.token_attr, ig.token_attr, 0.05)
+
+
+# --------------------------------------------------------------------------- issue 23.7: skip_tokens, pad, placeholder
+@pytest.mark.parametrize("cls", ["LLMAttribution", "LLMGradientAttribution"])
+def test_skip_tokens_in_attribute(plain, cls):
+    model, tok = plain
+    llm = A.LLMAttribution(A.FeatureAblation(model), tok) if cls == "LLMAttribution" \
+        else A.LLMGradientAttribution.for_model(model, tok)
+    inp = A.TextTokenInput("the cat sat", tok, skip_tokens=[1])
+    skipped = llm.attribute(inp, target="on a mat", skip_tokens=["mat"])
+    short = llm.attribute(inp, target="on a")
+    assert skipped.output_tokens == ["on", "a"]
+    _close(skipped.token_attr, short.token_attr)
+    assert llm.attribute(inp, target="on a", skip_tokens=[1]).output_tokens == ["on", "a"]  # Captum's tutorial
+    with pytest.raises(ValueError, match="skip_tokens.*<nope>"):
+        llm.attribute(inp, target="on a", skip_tokens=["<nope>"])
+    with pytest.raises(ValueError, match="skip_tokens"):
+        llm.attribute(inp, target="on", skip_tokens=["on"])
+
+
+def test_unknown_skip_token_of_an_input_is_refused(plain):
+    _, tok = plain
+    with pytest.raises(ValueError, match="skip_tokens.*<nope>"):
+        A.TextTokenInput("the cat", tok, skip_tokens=["<nope>"])
+    with pytest.raises(ValueError, match="skip_tokens.*no token"):  # nothing left to attribute, or to plot
+        A.TextTokenInput("the", tok, skip_tokens=["<s>", "the"])
+
+
+def test_generation_with_a_tokenizer_without_pad_token(hf):
+    model, tok = hf
+
+    class NoPad:  # neither a pad nor an end-of-sequence token
+        pad_token_id = eos_token_id = None
+
+        def __getattr__(self, name):
+            return getattr(tok, name)
+
+    saved = (model.generation_config.pad_token_id, model.generation_config.eos_token_id)
+    model.generation_config.pad_token_id = model.generation_config.eos_token_id = None
+    try:
+        res = A.LLMAttribution(A.FeatureAblation(model), NoPad()).attribute(
+            A.TextTemplateInput("{} sat", ["cat"]), gen_args={"max_new_tokens": 2, "do_sample": False})
+    finally:
+        model.generation_config.pad_token_id, model.generation_config.eos_token_id = saved
+    assert len(res.output_tokens) == 2
+
+
+def test_remote_placeholder_model(hf):
+    model, tok = hf
+    C = captum()
+    assert hasattr(C.RemoteLLMAttribution, "placeholder_model")
+
+    class Fixed:
+        def generate(self, prompt, **gen_args):
+            return "the mat"
+
+        def get_logprobs(self, input_prompt, target_str, tokenizer=None):
+            return [-0.1 * len(input_prompt.split())] * len(target_str.split())
+
+    placeholder = A.RemoteLLMAttribution.placeholder_model
+    assert torch.device(placeholder.device).type == "cpu" and placeholder() == 0
+    res = A.RemoteLLMAttribution(A.FeatureAblation(placeholder), tok, Fixed()).attribute(
+        A.TextTemplateInput("{} {}", ["a", "b"]), target="the mat")
+    assert res.token_attr.shape == (2, 2)
+
+
+# --------------------------------------------------------------------------- issue 23.15: clear errors
+def test_bad_targets_are_named(plain):
+    model, tok = plain
+    llm = A.LLMAttribution(A.FeatureAblation(model), tok)
+    inp = A.TextTemplateInput("{} sat", ["cat"])
+    with pytest.raises(TypeError, match="target.*list of strings"):
+        llm.attribute(inp, target=["on", "a"])
+    for bad in (torch.tensor([len(tok) + 5]), torch.tensor([-1]), [4, len(tok)]):
+        with pytest.raises(ValueError, match="target"):
+            llm.attribute(inp, target=bad)
+    with pytest.raises(ValueError, match="target"):
+        A.LLMGradientAttribution.for_model(model, tok).attribute(A.TextTokenInput("the", tok), target=[-3])
+
+
+@pytest.mark.parametrize("bad", [-1, 10_000])
+def test_bad_baseline_ids_are_named(plain, bad):
+    _, tok = plain
+    with pytest.raises(ValueError, match="baselines"):
+        A.TextTokenInput("the cat", tok, baselines=bad)
+
+
+def test_token_input_accepts_numpy_and_0d_tensor_baselines(plain):
+    _, tok = plain
+    assert A.TextTokenInput("the", tok, baselines=np.int64(3)).baselines == 3
+    assert A.TextTokenInput("the", tok, baselines=torch.tensor(3)).baselines == 3
+
+
+def test_bad_methods_and_models_are_named(plain):
+    model, tok = plain
+    with pytest.raises(TypeError, match="attr_method.*nn.Module"):
+        A.LLMAttribution(A.FeatureAblation(lambda x: x), tok)
+    with pytest.raises(TypeError, match="attr_method.*Occlusion"):
+        A.LLMAttribution(A.Occlusion(model), tok)
+    with pytest.raises(TypeError, match="attr_method.*FeaturePermutation"):
+        A.LLMAttribution(A.FeaturePermutation(model), tok)
+
+
+def test_generation_past_the_context_is_named(plain):
+    model, tok = plain
+    with pytest.raises(ValueError, match="gen_args.*max_new_tokens.*context of 24"):
+        A.LLMAttribution(A.FeatureAblation(model), tok).attribute(
+            A.TextTemplateInput("{} sat on", ["the cat"]), gen_args={"max_new_tokens": 30})
+    with pytest.raises(ValueError, match="gen_args.*context of 24"):
+        A.LLMAttribution(A.FeatureAblation(model), tok).attribute(
+            A.TextTemplateInput("{} sat on", ["the cat"]), gen_args={"max_length": 30})
+
+
+def test_layer_input_of_an_embedding_is_named():
+    from attrkit.testing import TinyTextModel
+    model, tokens = TinyTextModel(), torch.tensor([[3, 1, 4]])
+    with pytest.raises(TypeError, match="attribute_to_layer_input.*integer"):
+        A.LayerIntegratedGradients(model, model.embedding).attribute(
+            tokens, torch.zeros_like(tokens), target=0, attribute_to_layer_input=True)
+
+    class ByKeyword(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.out = torch.nn.Embedding(10, 3), torch.nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.out(self.emb(input=x).sum(1))
+
+    kw = ByKeyword()
+    with pytest.raises(ValueError, match="attribute_to_layer_input.*keyword"):
+        A.LayerIntegratedGradients(kw, kw.emb).attribute(tokens, target=0, attribute_to_layer_input=True)

@@ -2,6 +2,7 @@
 import random
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,3 +140,11 @@ def test_product_baselines_bad_values(bad):
 def test_product_baselines_grouped_key_needs_tuples():
     with pytest.raises(ValueError, match="baseline_values"):
         ProductBaselines({("a", "b"): [("x",)]})()
+
+
+@pytest.mark.parametrize("index", [np.int64(3), torch.tensor(3), np.int32(3)])
+def test_reference_accepts_numpy_and_0d_tensor_integers(index):
+    ours = TokenReferenceBase(reference_token_idx=index).generate_reference(np.int64(4), device="cpu")
+    theirs = captum_attr.TokenReferenceBase(reference_token_idx=index).generate_reference(np.int64(4), "cpu")
+    assert torch.equal(ours, theirs) and ours.dtype == torch.long
+    assert torch.equal(TokenReferenceBase(index).generate_reference(torch.tensor(4), "cpu"), ours)
