@@ -97,7 +97,7 @@ def merge_subword_tokens(tokens: Sequence[str], attributions: Tensor | None = No
         previous_special = special
     if attributions is None:
         return words, None
-    index = torch.tensor(groups, device=attributions.device)
+    index = torch.tensor(groups, dtype=torch.long, device=attributions.device)
     merged = torch.zeros(*attributions.shape[:-1], len(words), dtype=attributions.dtype, device=attributions.device)
     return words, merged.index_add_(-1, index, attributions)
 
@@ -202,6 +202,9 @@ class LLMAttributionResult:
         or None with ``show=True``."""
         if self.token_attr is None:
             raise ValueError("token_attr is None (this method gives sequence attributions only): use plot_seq_attr.")
+        if self.token_attr.numel() == 0:
+            raise ValueError(f"token_attr is empty (shape {tuple(self.token_attr.shape)}): `input_tokens` and "
+                             "`output_tokens` must each hold at least one token to draw a heat map.")
         from ..visualization.text import token_heatmap
 
         fig, ax = token_heatmap(self.token_attr, self._labels(self.output_tokens), self._labels(self.input_tokens))

@@ -731,3 +731,12 @@ def test_layer_input_of_an_embedding_is_named():
     kw = ByKeyword()
     with pytest.raises(ValueError, match="attribute_to_layer_input.*keyword"):
         A.LayerIntegratedGradients(kw, kw.emb).attribute(tokens, target=0, attribute_to_layer_input=True)
+
+
+def test_empty_token_lists_get_clear_errors():
+    words, attr = A.merge_subword_tokens([], torch.zeros(2, 0))
+    assert words == [] and attr.shape == (2, 0)
+    empty = A.LLMAttributionResult(input_tokens=[], output_tokens=["x"], seq_attr=torch.zeros(0),
+                                   token_attr=torch.zeros(1, 0))
+    with pytest.raises(ValueError, match="input_tokens"):
+        empty.plot_token_attr()
