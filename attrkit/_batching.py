@@ -8,9 +8,7 @@ rows, stacked unit-major (``[unit0: x0, x1, ..., unit1: x0, x1, ...]``, the "rep
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import glob
 import math
 import os
 import re
@@ -247,39 +245,6 @@ def evaluate_perturbations(forward_func: Callable, build: Callable[[range], tupl
     finally:
         bar.close()
     return torch.cat(outputs) if outputs else torch.zeros(0, n_outputs)  # (no units: nothing to place)
-
-
-def busy_cores() -> int:
-    """Cores other processes keep busy right now: runnable tasks in ``/proc/loadavg`` less this process's own
-    running threads (Linux); 0 where that cannot be read."""
-    try:
-        with open("/proc/loadavg") as f:
-            running = int(f.read().split()[3].split("/")[0])
-        own = 0
-        for stat in glob.glob("/proc/self/task/*/stat"):
-            with open(stat) as f:
-                own += f.read().rsplit(")", 1)[1].split()[0] == "R"
-    except (OSError, ValueError, IndexError):
-        return 0
-    return max(0, running - own)
-
-
-@contextlib.contextmanager
-def threads_beside_others():
-    """Fewer intra-op threads while other processes keep the cores busy: a descheduled thread stalls every
-    parallel region, which made small batched passes many times slower than Captum's one-at-a-time loop on a
-    loaded machine (measured by ``bench/run.py --busy``). Every outermost ``attribute()`` call runs inside it
-    (:mod:`attrkit.base`). Restores torch's setting on exit."""
-    n = torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    want = max(1, min(n, cores - busy_cores()))
-    if want < n:
-        torch.set_num_threads(want)
-    try:
-        yield
-    finally:
-        if want < n:
-            torch.set_num_threads(n)
 
 
 def evaluate_with_reference(forward_func: Callable, reference_inputs: tuple[Tensor, ...],

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _plumbing as plumbing
-from ._batching import threads_beside_others
+from ._threads import threads_beside_others
 from ._hooks import module_of
 
 #: True while an ``attribute`` call runs (methods built from other methods check the model once)
@@ -36,7 +36,7 @@ _MODE_DEPENDENT = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropo
 def _attribute_entry(attribute: Callable) -> Callable:
     """Wrap a class's ``attribute``: rename deprecated arguments; on the outermost call, warn about
     modules in training mode (cheap: one walk over the model's modules) and use fewer intra-op threads
-    while other processes keep the cores busy (:func:`attrkit._batching.threads_beside_others`)."""
+    while other processes keep the cores busy (:func:`attrkit._threads.threads_beside_others`)."""
     @functools.wraps(attribute)
     def entry(self, *args, **kwargs):
         kwargs = self._renamed_arguments(kwargs)
@@ -159,7 +159,9 @@ class GradientAttribution(Attribution):
     """
 
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool | None = None):
-        super().__init__(forward_func, multiply_by_inputs)
+        # Attribution's, named: a class that is also a LayerAttribution (LayerLRP) calls this and
+        # LayerAttribution.__init__ each in turn, and the layer is LayerAttribution's to check
+        Attribution.__init__(self, forward_func, multiply_by_inputs)
         self.gradient_func = plumbing.gradients
 
 
