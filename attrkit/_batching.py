@@ -8,7 +8,7 @@ rows, stacked unit-major (``[unit0: x0, x1, ..., unit1: x0, x1, ...]``, the "rep
 """
 from __future__ import annotations
 
-import copy
+import contextvars
 import math
 import os
 import re
@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ._hooks import hook_handles, module_of
 from ._plumbing import batch_size_of, check_choice, check_positive_int, expand_args, expand_target, per_example, \
-    run_forward
+    select_target
 
 BATCH_MEMORY_ENV = "ATTRKIT_BATCH_MEMORY_MB"
 DEFAULT_BATCH_MEMORY_MB = 64.0
@@ -59,21 +59,48 @@ def progress_label(method) -> str:
 
 def attribute_future(method, *args, **kwargs) -> torch.futures.Future:
     """Captum's ``attribute_future``: ``method.attribute(*args, **kwargs)`` for a ``forward_func`` that returns
-    a ``torch.futures.Future``, whose value is waited for in each forward pass; the attributions come back
-    as a completed Future. An error is raised at once, as ``attribute`` raises it."""
-    waiting = copy.copy(method)
-    waiting.forward_func = _waiting_for(method.forward_func)
+    a ``torch.futures.Future``. The reference pass is waited for (it sizes the batches); then every forward
+    pass is started before any is waited for, so slow remote forwards run side by side (as Captum). The
+    attributions come back as a completed Future; an error is raised at once, as ``attribute`` raises it."""
+    token = _FUTURES_ALLOWED.set(True)
+    try:
+        result = method.attribute(*args, **kwargs)
+    finally:
+        _FUTURES_ALLOWED.reset(token)
     future = torch.futures.Future()
-    future.set_result(waiting.attribute(*args, **kwargs))
+    future.set_result(result)
     return future
 
 
-def _waiting_for(forward_func: Callable) -> Callable:
-    """``forward_func`` returning the value of its Future (tensors pass through)."""
-    def forward(*args, **kwargs):
-        out = forward_func(*args, **kwargs)
-        return out.wait() if isinstance(out, torch.futures.Future) else out
-    return forward
+#: True inside :func:`attribute_future`: forward passes may return Futures
+_FUTURES_ALLOWED = contextvars.ContextVar("attrkit_futures_allowed", default=False)
+
+
+class _Pending(NamedTuple):
+    """A forward pass still running (a Future), with the ``target`` to select once it is done."""
+
+    future: torch.futures.Future
+    target: Any
+
+    def value(self):
+        return select_target(self.future.wait(), self.target)
+
+
+def _started(forward_func: Callable, inputs: tuple, target=None, args: tuple = ()):
+    """:func:`attrkit._plumbing.run_forward`, except that a Future (under :func:`attribute_future`) comes back
+    as a :class:`_Pending` pass, not waited for."""
+    out = forward_func(*inputs, *args)
+    if not isinstance(out, torch.futures.Future):
+        return select_target(out, target)
+    if not _FUTURES_ALLOWED.get():
+        raise TypeError("`forward_func` returned a torch.futures.Future: call attribute_future() for such models, "
+                        "or return tensors.")
+    return _Pending(out, target)
+
+
+def _done(out):
+    """The selected output of a forward pass, waiting for it if it is still running."""
+    return out.value() if isinstance(out, _Pending) else out
 
 
 def format_feature_mask(feature_mask, inputs: tuple[Tensor, ...], name: str = "feature_mask") -> tuple[Tensor, ...]:
@@ -231,19 +258,21 @@ def evaluate_perturbations(forward_func: Callable, build: Callable[[range], tupl
     ``options.show_progress``: True / False, or None for a ``tqdm`` bar only in a notebook, and only when
     the first batch predicts more than a few seconds.
     """
-    outputs, inference = [], True
+    passes, inference = [], not _FUTURES_ALLOWED.get()  # a Future's work runs on other threads, outside it
     bar = _ProgressBar(n_units, options.show_progress, options.desc)
     try:
         for start in range(0, n_units, per_eval):
             units = range(start, min(start + per_eval, n_units))
             k = len(units)
             out, inference = without_grad(
-                lambda: run_forward(forward_func, build(units), expand_target(target, k), expand_args(args, k)),
+                lambda: _started(forward_func, build(units), expand_target(target, k), expand_args(args, k)),
                 inference)
-            outputs.append(_unit_rows(out, k, n_outputs))
+            passes.append((out, k))
             bar.update(k)
     finally:
         bar.close()
+    torch.futures.wait_all([out.future for out, _ in passes if isinstance(out, _Pending)])  # all started first
+    outputs = [_unit_rows(_done(out), k, n_outputs) for out, k in passes]
     return torch.cat(outputs) if outputs else torch.zeros(0, n_outputs)  # (no units: nothing to place)
 
 
@@ -304,8 +333,8 @@ def reference_output(forward_func: Callable, inputs: tuple[Tensor, ...], target=
     modules = list(owner.modules()) if measure and owner is not None else []
     with hook_handles() as handles:
         handles.extend(m.register_forward_hook(record) for m in modules)
-        out, _ = without_grad(lambda: run_forward(forward_func, inputs, target, args))
-    out = torch.as_tensor(out).clone()
+        out, _ = without_grad(lambda: _started(forward_func, inputs, target, args), not _FUTURES_ALLOWED.get())
+    out = torch.as_tensor(_done(out)).clone()
     return (out, max(sizes)) if measure else out
 
 
