@@ -42,6 +42,9 @@ def _attribute_entry(attribute: Callable) -> Callable:
         kwargs = self._renamed_arguments(kwargs)
         if _ATTRIBUTING.get():
             return attribute(self, *args, **kwargs)
+        if isinstance(self, LayerAttribution) and self.layer is None:
+            raise ValueError(f"`layer` is None: set `{type(self).__name__}(...).layer` to a module of the model "
+                             "before calling attribute() (TCAV does this for each of its layers).")
         token = _ATTRIBUTING.set(True)
         try:
             _warn_if_training(self.forward_func, type(self).__name__)
@@ -176,7 +179,9 @@ class LayerAttribution(Attribution):
     ``attribute_to_layer_input=True``). Methods that attribute to several layers at
     once (``_accepts_layer_list``) accept a list of modules and return a list.
     ``device_ids`` is accepted for Captum compatibility; DataParallel models work as
-    they are. The convergence delta is taken in layer space: the layer's attributions
+    they are. ``layer=None`` is accepted (Captum's TCAV tutorial builds
+    ``LayerIntegratedGradients(model, None, multiply_by_inputs=False)`` and TCAV sets
+    ``method.layer`` before each call); ``attribute`` refuses to run until it is set. The convergence delta is taken in layer space: the layer's attributions
     summed, minus ``f(end_point) - f(start_point)``."""
 
     _accepts_layer_list = False
@@ -184,7 +189,7 @@ class LayerAttribution(Attribution):
     def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool | None = None):
         super().__init__(forward_func, multiply_by_inputs)
         layers = layer if isinstance(layer, list) else [layer]
-        if not layers or not all(isinstance(m, torch.nn.Module) for m in layers):
+        if layer is not None and (not layers or not all(isinstance(m, torch.nn.Module) for m in layers)):
             raise TypeError(f"`layer` must be a torch.nn.Module (or a list of them), got {type(layer).__name__}.")
         if isinstance(layer, list) and not self._accepts_layer_list:
             raise TypeError(f"`layer` must be one torch.nn.Module for {type(self).__name__}, got a list.")
