@@ -260,15 +260,20 @@ def evaluate_perturbations(forward_func: Callable, build: Callable[[range], tupl
     """
     passes, inference = [], not _FUTURES_ALLOWED.get()  # a Future's work runs on other threads, outside it
     bar = _ProgressBar(n_units, options.show_progress, options.desc)
+    start = 0
     try:
-        for start in range(0, n_units, per_eval):
+        while start < n_units:
             units = range(start, min(start + per_eval, n_units))
             k = len(units)
             out, inference = without_grad(
                 lambda: _started(forward_func, build(units), expand_target(target, k), expand_args(args, k)),
                 inference)
+            if k > 1 and options.perturbations_per_eval is None and _one_unit_only(out, n_outputs):
+                per_eval = 1  # a model whose output does not grow with the batch (one example hid it): as Captum
+                continue
             passes.append((out, k))
             bar.update(k)
+            start += k
     finally:
         bar.close()
     torch.futures.wait_all([out.future for out, _ in passes if isinstance(out, _Pending)])  # all started first
@@ -334,12 +339,24 @@ def reference_output(forward_func: Callable, inputs: tuple[Tensor, ...], target=
     with hook_handles() as handles:
         handles.extend(m.register_forward_hook(record) for m in modules)
         out, _ = without_grad(lambda: _started(forward_func, inputs, target, args), not _FUTURES_ALLOWED.get())
-    out = torch.as_tensor(_done(out)).clone()
+    out = as_output(_done(out)).clone()
     return (out, max(sizes)) if measure else out
 
 
+def _one_unit_only(out, n_outputs: int) -> bool:
+    """A batched pass that returned one perturbation's worth of outputs: the model aggregates over the batch."""
+    return not isinstance(out, _Pending) and as_output(out).numel() == n_outputs
+
+
+def as_output(out) -> Tensor:
+    """A model's output as a tensor; a Python float is a float64 number (as Captum reads it), an int an int64."""
+    if isinstance(out, float):
+        return torch.tensor(out, dtype=torch.float64)
+    return torch.as_tensor(out)
+
+
 def _unit_rows(out, k: int, n_outputs: int) -> Tensor:
-    out = torch.as_tensor(out)
+    out = as_output(out)
     if out.numel() != k * n_outputs:
         raise ValueError(
             f"the model returned shape {tuple(out.shape)} for {k} perturbation(s) of the batch; expected "
