@@ -26,7 +26,8 @@ from torch import Tensor
 from . import _batching
 from . import _plumbing as plumbing
 from ._batching import (PerturbationOptions, evaluate_perturbations, evaluate_with_reference, feature_masks,
-                        output_mode, progress_label, reference_output, spread_units, units_per_eval)
+                        format_feature_mask, output_mode, progress_label, reference_output, spread_units,
+                        units_per_eval)
 from .base import PerturbationAttribution
 from .surrogates import Lasso, LinearRegression, Ridge, fit_surrogate, solver_dtype
 
@@ -228,6 +229,8 @@ class LimeBase(PerturbationAttribution):
 
         options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, progress_label(self))
         per_eval = units_per_eval(stacked[0], args, len(stacked), False, options)
+        if len({tuple(t.shape for t in sample) for sample in stacked}) > 1:
+            per_eval = 1  # samples of different shapes (words left out of a text) cannot share a pass
         y = evaluate_perturbations(self.forward_func, build, len(stacked), per_eval, target, args, 1, options)
         y = plumbing.floating(y)
         X = torch.cat([torch.as_tensor(i).reshape(1, -1) for i in interps]).to(device=xs[0].device, dtype=y.dtype)
@@ -421,8 +424,9 @@ def _switch(samples: Tensor, xs, bs, masks) -> tuple[Tensor, ...]:
 
 def _from_interpretable(sample, original, **kwargs):
     """Captum's default LIME transform: a ``(1, n_features)`` binary sample -> the model input."""
-    xs, is_tuple = plumbing.as_tuple(original)
-    masks, bases = plumbing.as_tuple(kwargs["feature_mask"])[0], plumbing.as_tuple(kwargs["baselines"])[0]
+    xs, is_tuple = plumbing.as_tuple(original, "original_inputs")
+    masks = format_feature_mask(kwargs.get("feature_mask"), xs)
+    bases = plumbing.format_baselines(kwargs.get("baselines"), xs)  # a number, as Captum's LIME tutorial passes
     on = [torch.as_tensor(sample).reshape(-1)[m].bool() for m in masks]
     return plumbing.restore([torch.where(o, x, b) for o, x, b in zip(on, xs, bases)], is_tuple)
 

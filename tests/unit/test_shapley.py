@@ -243,3 +243,41 @@ def test_python_float_outputs_give_float64_attributions_as_captum():
     expected = captum_attr.FeatureAblation(model).attribute(x)
     assert got.dtype == expected.dtype == torch.float64
     torch.testing.assert_close(got, expected)
+
+
+# --------------------------------------------------------------------------- Captum's LIME tutorial
+def test_from_interp_rep_transform_takes_a_number_as_baselines_as_captums_tutorial():
+    captum_attr = pytest.importorskip("captum.attr")
+    model = MLP(12, 3)
+    image, mask = torch.rand(1, 3, 2, 2), torch.arange(4).reshape(1, 1, 2, 2).expand(1, 3, 2, 2)
+    sample = torch.tensor([[1, 0, 0, 1]])
+    ours = Lime(model).from_interp_rep_transform(sample, image, feature_mask=mask, baselines=0)
+    theirs = captum_attr.Lime(model).from_interp_rep_transform(sample, image, feature_mask=mask, baselines=0)
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_lime_base_with_samples_that_drop_words_runs_one_sample_per_pass():
+    """The tutorial's text LimeBase: absent words are removed, so every sample has its own length."""
+    captum_attr = pytest.importorskip("captum.attr")
+    torch.manual_seed(0)
+    bag = nn.EmbeddingBag(20, 4, mode="mean")
+    head = nn.Linear(4, 2)
+    model = lambda text, offsets: head(bag(text.squeeze(0), offsets))  # noqa: E731
+    text, offsets = torch.tensor([[3, 5, 7, 11, 13, 2]]), torch.tensor([0])
+
+    def kwargs():
+        return dict(interpretable_model=LinearRegression(),
+                    similarity_func=lambda a, b, _s, **kw: torch.tensor(1.0),
+                    perturb_func=lambda t, **kw: torch.bernoulli(torch.full_like(t, 0.5, dtype=torch.float)).long(),
+                    perturb_interpretable_space=True,
+                    from_interp_rep_transform=lambda s, t, **kw: t[s.bool()].view(t.size(0), -1),
+                    to_interp_rep_transform=None)
+
+    torch.manual_seed(1)
+    ours = LimeBase(model, **kwargs()).attribute(text, target=1, additional_forward_args=(offsets,), n_samples=60)
+    from captum._utils.models.linear_model import SkLearnLinearRegression
+    theirs_kwargs = {**kwargs(), "interpretable_model": SkLearnLinearRegression()}
+    torch.manual_seed(1)
+    theirs = captum_attr.LimeBase(model, **theirs_kwargs).attribute(text, target=1, additional_forward_args=(offsets,),
+                                                                    n_samples=60)
+    torch.testing.assert_close(ours, theirs.to(ours.dtype), rtol=1e-4, atol=1e-5)
