@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from . import _plumbing as plumbing
+from ._batching import SavedBytes, steps_per_pass
 from .base import GradientAttribution
 from .noise_tunnel import NoiseTunnel
 
@@ -91,17 +92,31 @@ def path_steps(
     """Walk the straight path from ``baselines`` to ``inputs``: yield ``(steps, fn(points, target, args))``
     for consecutive groups of ``steps`` (indices into ``alphas``), ``internal_batch_size`` rows at a time.
 
-    Rows of the points (and of what ``fn`` returns) are step-major; integer inputs (uint8 images) are
-    interpolated in floating point. :func:`path_integral`
-    reduces the walk with quadrature weights; layer conductance reduces it with
-    differences between consecutive steps.
+    Without ``internal_batch_size`` the steps are split to fit a memory budget
+    (:func:`attrkit._batching.steps_per_pass`): the first step runs alone and measures what autograd keeps
+    for its backward pass, the others follow in groups that fit (IG with 200 steps on ResNet-18 needs ~5 GB
+    in one pass). Rows of the points (and of what ``fn`` returns) are step-major; integer inputs (uint8 images)
+    are interpolated in floating point. :func:`path_integral` reduces the walk with quadrature weights; layer
+    conductance reduces it with differences between consecutive steps.
     """
     n = plumbing.batch_size_of(inputs)
-    for steps in plumbing.chunks(len(alphas), n, internal_batch_size):
+
+    def run(steps: range):
         points = plumbing.path_points(inputs, baselines, [alphas[k] for k in steps])
         with plumbing.integer_inputs_explained(inputs):
-            out = fn(points, plumbing.expand_target(target, len(steps)), plumbing.expand_args(args, len(steps)))
-        yield steps, out
+            return fn(points, plumbing.expand_target(target, len(steps)), plumbing.expand_args(args, len(steps)))
+
+    if internal_batch_size is not None or len(alphas) == 1:
+        for steps in plumbing.chunks(len(alphas), n, internal_batch_size):
+            yield steps, run(steps)
+        return
+    with SavedBytes() as saved:
+        first = run(range(1))
+    yield range(1), first
+    per_pass = steps_per_pass(saved.bytes, len(alphas) - 1)
+    for start in range(1, len(alphas), per_pass):
+        steps = range(start, min(start + per_pass, len(alphas)))
+        yield steps, run(steps)
 
 
 class IntegratedGradients(GradientAttribution):

@@ -15,7 +15,7 @@ layer space) is in :mod:`attrkit.layer._base`; the one gradient with respect to 
 from .deeplift import LayerDeepLift, LayerDeepLiftShap
 from .gradient import (GuidedGradCam, InternalInfluence, LayerActivation, LayerConductance, LayerGradCam,
                        LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients)
-from .input_wrapper import InputIdentity, ModelInputWrapper
+from .input_wrapper import ModelInputWrapper
 from .lrp import LayerLRP
 from .perturbation import LayerFeatureAblation, LayerFeaturePermutation
 
@@ -23,5 +23,5 @@ __all__ = [
     "LayerActivation", "LayerGradientXActivation", "LayerGradCam", "InternalInfluence", "LayerConductance",
     "LayerIntegratedGradients", "LayerGradientShap", "GuidedGradCam",
     "LayerDeepLift", "LayerDeepLiftShap", "LayerFeatureAblation", "LayerFeaturePermutation", "LayerLRP",
-    "ModelInputWrapper", "InputIdentity",
+    "ModelInputWrapper",
 ]
