@@ -21,8 +21,7 @@ import torch
 from torch import Tensor
 
 from ._hooks import hook_handles, module_of
-from ._plumbing import batch_size_of, check_choice, check_positive_int, expand_args, expand_target, per_example, \
-    select_target
+from ._plumbing import batch_size_of, check_choice, check_positive_int, expand_args, expand_target, select_target
 
 BATCH_MEMORY_ENV = "ATTRKIT_BATCH_MEMORY_MB"
 DEFAULT_BATCH_MEMORY_MB = 64.0
@@ -192,22 +191,22 @@ def spread_units(values: Tensor, maps: tuple[Tensor, ...], inputs: tuple[Tensor,
     rows = values.shape[0]
     out = []
     for m, x in zip(maps, inputs):
+        if m.shape[0] not in (1, rows):  # per-example masks, several outputs per example: each output's own
+            m = m.repeat_interleave(rows // m.shape[0], 0)
         index = m.expand(rows, *x.shape[1:]).flatten(1)
         out.append(values.gather(1, index).reshape(rows, *x.shape[1:]))
     return tuple(out)
 
 
 def output_mode(objective: Tensor, n_examples: int, name: str = "target") -> tuple[bool, int]:
-    """Does the model give one number per example (``(False, n)``), or a fixed-size output for the whole
-    batch (``(True, numel)``: an "aggregate" such as a loss)?"""
+    """Does the model give outputs per example (``(False, numel)``: one number each, or several that are
+    each attributed, as Captum does with ``target=None``), or a fixed-size output for the whole batch
+    (``(True, numel)``: an "aggregate" such as a loss)?"""
     if not isinstance(objective, Tensor):
         raise TypeError(f"the model must return a tensor, got {type(objective).__name__}.")
     if objective.dim() == 0 or (n_examples > 1 and objective.numel() == 1):
         return True, 1
-    if objective.shape[0] != n_examples:
-        return True, objective.numel()
-    per_example(objective, n_examples, name)
-    return False, n_examples
+    return objective.shape[0] != n_examples, objective.numel()
 
 
 def batch_memory_mb(max_batch_memory_mb=None) -> float:
@@ -331,8 +330,8 @@ def evaluate_with_reference(forward_func: Callable, reference_inputs: tuple[Tens
                             options: PerturbationOptions = PerturbationOptions(), masks: tuple = ()):
     """The output on the unperturbed ``reference_inputs`` and on every unit of ``build``.
 
-    Returns ``(reference, outputs)``: ``reference`` shaped ``(n_outputs,)``, ``outputs``
-    ``(n_units, n_outputs)``. The reference pass also tells whether the model aggregates over the batch (a
+    Returns ``(reference, outputs)``: ``reference`` shaped as the model gives it (``n_outputs`` numbers),
+    ``outputs`` ``(n_units, n_outputs)``. The reference pass also tells whether the model aggregates over the batch (a
     loss, say: then it gets one unit at a time, Captum's rule, and the feature ``masks`` must be shared by
     the batch) and, on the CPU, how large its activations are, to size the batches.
     """
@@ -347,7 +346,7 @@ def evaluate_with_reference(forward_func: Callable, reference_inputs: tuple[Tens
                          "the whole batch: the attribution is for the batch, so features must be the same.")
     per_eval = units_per_eval(reference_inputs, args, n_units, aggregate, options, activation)
     outputs = evaluate_perturbations(forward_func, build, n_units, per_eval, target, args, n_outputs, options)
-    return reference.reshape(n_outputs), outputs
+    return reference, outputs
 
 
 def without_grad(fn: Callable[[], Any], inference: bool = True) -> tuple[Any, bool]:

@@ -154,10 +154,17 @@ class _Game:
 
         empty, values = evaluate_with_reference(self.forward_func, self.bs, build, n_units, self.target, self.args,
                                                 options, self.masks)
-        return plumbing.floating(empty), plumbing.floating(values)
+        self.output_shape = empty.shape
+        return plumbing.floating(empty).reshape(-1), plumbing.floating(values)
 
     def spread(self, values: Tensor):
-        return plumbing.restore(spread_units(values, self.masks, self.xs), self.is_tuple)
+        """Attributions of every output: ``(n, *input)``, or ``(n, *per-example output, *input)`` for a model
+        with several outputs per example (Captum's shape for Shapley values with ``target=None``)."""
+        attrs = spread_units(values, self.masks, self.xs)
+        n, shape = plumbing.batch_size_of(self.xs), self.output_shape
+        if len(shape) > 1 and shape[0] == n and shape[1:].numel() > 1:
+            attrs = tuple(a.reshape(n, *shape[1:], *a.shape[1:]) for a in attrs)
+        return plumbing.restore(attrs, self.is_tuple)
 
 
 # --------------------------------------------------------------------------- LIME and KernelSHAP
@@ -299,7 +306,7 @@ class Lime(LimeBase):
         reference, activation = reference_output(self.forward_func, xs, target, args, measure=True)
         aggregate, _ = output_mode(reference, plumbing.batch_size_of(xs))
         options = PerturbationOptions(perturbations_per_eval, max_batch_memory_mb, show_progress, progress_label(self))
-        if aggregate and reference.numel() != 1:
+        if reference.numel() != (1 if aggregate else plumbing.batch_size_of(xs)):
             raise ValueError(f"the model output (after `target`) has shape {tuple(reference.shape)}: Lime explains one "
                              f"number per example, or one for the whole batch.")
         if self.perturb_func is None:

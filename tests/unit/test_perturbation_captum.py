@@ -84,3 +84,39 @@ def test_plain_attribute_refuses_a_future_returning_model():
 
     with pytest.raises(TypeError, match="attribute_future"):
         A.FeatureAblation(forward).attribute(X)
+
+
+# --------------------------------------------------------------------------- several outputs per example
+@pytest.mark.parametrize("name", ["FeatureAblation", "FeaturePermutation", "ShapleyValueSampling", "ShapleyValues"])
+def test_several_outputs_per_example_are_each_attributed_as_captum(name):
+    """``target=None`` on a model with three outputs per example: Captum gives ablation and permutation
+    ``(n * 3, features)`` and Shapley values ``(n, 3, features)``; attrkit gives the same numbers."""
+    model = _mlp()
+    kwargs = {"n_samples": 3} if name == "ShapleyValueSampling" else {}
+    torch.manual_seed(0)
+    expected = getattr(C, name)(model).attribute(X, **kwargs)
+    torch.manual_seed(0)
+    got = getattr(A, name)(model).attribute(X, **kwargs)
+    assert got.shape == expected.shape
+    _close(got, expected)
+
+
+def test_several_outputs_with_per_example_masks_give_each_output_its_examples_mask():
+    model = _mlp()
+    mask = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]])
+    got = A.FeatureAblation(model).attribute(X, feature_mask=mask)
+    for i in range(2):
+        one = A.FeatureAblation(model).attribute(X[i:i + 1], feature_mask=mask[i:i + 1])
+        _close(got[3 * i:3 * i + 3], one)
+
+
+def test_gradient_of_a_scalar_neuron_selector_as_captum():
+    model = _mlp()
+    expected = C.NeuronGradient(model, model[0]).attribute(X, neuron_selector=lambda out: out.sum())
+    _close(A.NeuronGradient(model, model[0]).attribute(X, neuron_selector=lambda out: out.sum()), expected)
+
+
+def test_lrp_on_a_one_output_model_without_target_as_captum():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 1)).eval()
+    _close(A.LRP(model).attribute(X), C.LRP(model).attribute(X))
