@@ -247,9 +247,10 @@ def test_bad_environment_variable_is_named(monkeypatch):
         FeatureAblation(LinearModel(W)).attribute(torch.randn(2, 4), target=0)
 
 
-def test_several_outputs_per_example_need_a_target():
-    with pytest.raises(ValueError, match="target"):
-        FeatureAblation(LinearModel(W)).attribute(torch.randn(3, 4))
+def test_several_outputs_per_example_without_a_target_are_each_attributed():
+    x = torch.randn(3, 4)
+    attr = FeatureAblation(LinearModel(W)).attribute(x)  # Captum's convention: (examples * outputs, ...)
+    torch.testing.assert_close(attr.reshape(3, 2, 4), x.unsqueeze(1) * W)
 
 
 def test_permutation_needs_two_examples_and_known_arguments():
