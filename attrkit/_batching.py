@@ -122,9 +122,11 @@ def format_feature_mask(feature_mask, inputs: tuple[Tensor, ...], name: str = "f
     out = []
     for i, (m, x) in enumerate(zip(items, inputs)):
         where = f"`{name}[{i}]`" if len(inputs) > 1 else f"`{name}`"
+        if isinstance(m, Tensor) and m.is_floating_point() and torch.equal(m, m.round()):
+            m = m.long()  # whole numbers in a float tensor are ids too (Captum compares them by value)
         if not isinstance(m, Tensor) or m.is_floating_point() or m.is_complex():
             got = getattr(m, "dtype", type(m).__name__)
-            raise TypeError(f"{where} must be an integer tensor of feature ids, got {got}.")
+            raise TypeError(f"{where} must be an integer tensor of feature ids (or whole numbers), got {got}.")
         if m.dim() > x.dim() or any(a not in (1, b) for a, b in zip(m.shape[::-1], x.shape[::-1])):
             raise ValueError(
                 f"{where} has shape {tuple(m.shape)}, which does not broadcast to the input's shape {tuple(x.shape)}: "

@@ -296,7 +296,7 @@ def test_bad_arguments_of_the_deeplift_and_ablation_layer_methods_are_named():
     with pytest.raises(ValueError, match="`layer_mask` has shape"):
         LayerFeatureAblation(model, model.conv2).attribute(_img(), target=0, layer_mask=torch.zeros(1, 5, 1, 1).long())
     with pytest.raises(TypeError, match="`layer_mask` must be an integer tensor"):
-        LayerFeaturePermutation(model, model.conv2).attribute(_img(), target=0, layer_mask=torch.zeros(1, 6, 1, 1))
+        LayerFeaturePermutation(model, model.conv2).attribute(_img(), target=0, layer_mask=torch.full((1, 6, 1, 1), 0.5))
     with pytest.raises(ValueError, match="`layer_baselines` has shape"):
         LayerFeatureAblation(model, model.conv2).attribute(_img(), torch.zeros(2, 6), target=0)
     with pytest.raises(ValueError, match="at least 2 examples"):

@@ -120,3 +120,21 @@ def test_lrp_on_a_one_output_model_without_target_as_captum():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 1)).eval()
     _close(A.LRP(model).attribute(X), C.LRP(model).attribute(X))
+
+
+# --------------------------------------------------------------------------- grouped features
+def test_a_group_spanning_two_inputs_with_a_float_mask_as_captum():
+    torch.manual_seed(0)
+    head = nn.Linear(6, 2)
+    model = lambda a, b: head(torch.cat([a, b], 1))  # noqa: E731
+    a, b = torch.rand(3, 4), torch.rand(3, 2)
+    masks = (torch.tensor([[0.0, 0.0, 1.0, 2.0]]), torch.tensor([[2.0, 1.0]]))  # groups 1 and 2 span both inputs
+    for name in ["FeatureAblation", "FeaturePermutation"]:
+        torch.manual_seed(0)
+        expected = getattr(C, name)(model).attribute((a, b), target=1, feature_mask=masks)
+        torch.manual_seed(0)
+        got = getattr(A, name)(model).attribute((a, b), target=1, feature_mask=masks)
+        for g, e in zip(got, expected):
+            _close(g, e)
+    with pytest.raises(TypeError, match="feature_mask"):
+        A.FeatureAblation(model).attribute((a, b), target=1, feature_mask=(masks[0] + 0.5, masks[1]))
