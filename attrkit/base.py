@@ -181,7 +181,8 @@ class LayerAttribution(Attribution):
     ``device_ids`` is accepted for Captum compatibility; DataParallel models work as
     they are. ``layer=None`` is accepted (Captum's TCAV tutorial builds
     ``LayerIntegratedGradients(model, None, multiply_by_inputs=False)`` and TCAV sets
-    ``method.layer`` before each call); ``attribute`` refuses to run until it is set. The convergence delta is taken in layer space: the layer's attributions
+    ``method.layer`` before each call); ``attribute`` refuses to run until it is set.
+    The convergence delta is taken in layer space: the layer's attributions
     summed, minus ``f(end_point) - f(start_point)``."""
 
     _accepts_layer_list = False

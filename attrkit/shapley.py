@@ -376,7 +376,8 @@ class KernelShap(Lime):
     sizes are drawn with the Shapley kernel's probabilities ``(n - 1) / (s (n - s))``, members uniformly,
     and each drawn coalition is followed by its complement (paired sampling: the kernel is symmetric in the
     size, so the estimate is the same in expectation, with far less noise — about half Captum's error on its
-    own test cases; Covert & Lee (2021), *Improving KernelSHAP*, https://arxiv.org/abs/2012.01536). The empty and the full coalition come first, with a large weight (10^6) that makes the fit honour
+    own test cases; Covert & Lee (2021), *Improving KernelSHAP*, https://arxiv.org/abs/2012.01536).
+    The empty and the full coalition come first, with a large weight (10^6) that makes the fit honour
     ``F(baseline)`` and ``F(x)``; the surrogate is :class:`LinearRegression`.
 
     Lundberg & Lee (2017), *A Unified Approach to Interpreting Model Predictions*, https://arxiv.org/abs/1705.07874
