@@ -170,7 +170,15 @@ class _Game:
 # --------------------------------------------------------------------------- LIME and KernelSHAP
 def get_exp_kernel_similarity_function(distance_mode: str = "cosine", kernel_width: float = 1.0) -> Callable:
     """LIME's similarity ``exp(-d^2 / (2 kernel_width^2))``, ``d`` the cosine distance (or Euclidean) between
-    the flattened input and the perturbed input. Called as ``f(original, perturbed, interpretable_sample)``."""
+    the flattened input and the perturbed input. Called as ``f(original, perturbed, interpretable_sample)``.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import get_exp_kernel_similarity_function
+        >>> similarity = get_exp_kernel_similarity_function("euclidean", kernel_width=2.0)
+        >>> round(similarity(torch.zeros(1, 2), torch.tensor([[3.0, 4.0]])), 4)  # exp(-25 / 8)
+        0.0439
+    """
     plumbing.check_choice(distance_mode, "distance_mode", ("cosine", "euclidean"))
 
     def similarity(original, perturbed, _sample=None, **kwargs):
