@@ -214,9 +214,13 @@ def output_mode(objective: Tensor, n_examples: int, name: str = "target") -> tup
 def batch_memory_mb(max_batch_memory_mb=None) -> float:
     """The memory budget for the perturbed inputs of one forward pass, in MB: the argument, else the
     environment variable ``ATTRKIT_BATCH_MEMORY_MB``, else 64."""
-    name, value = "max_batch_memory_mb", max_batch_memory_mb
-    if value is None:
-        name, value = BATCH_MEMORY_ENV, os.environ.get(BATCH_MEMORY_ENV, DEFAULT_BATCH_MEMORY_MB)
+    if max_batch_memory_mb is not None:
+        return megabytes(max_batch_memory_mb, "max_batch_memory_mb")
+    return megabytes(os.environ.get(BATCH_MEMORY_ENV, DEFAULT_BATCH_MEMORY_MB), BATCH_MEMORY_ENV)
+
+
+def megabytes(value, name: str) -> float:
+    """``value`` as a positive number of megabytes; a ``ValueError`` naming ``name`` otherwise."""
     try:
         mb = float(value)
     except (TypeError, ValueError):
@@ -224,51 +228,6 @@ def batch_memory_mb(max_batch_memory_mb=None) -> float:
     if not mb > 0:
         raise ValueError(f"`{name}` must be a positive number of megabytes, got {value!r}.")
     return mb
-
-
-GRADIENT_MEMORY_ENV = "ATTRKIT_GRADIENT_MEMORY_MB"
-DEFAULT_GRADIENT_MEMORY_MB = 1024.0
-
-
-class SavedBytes:
-    """Bytes autograd keeps for the backward pass while the block runs (each storage counted once): the
-    activation memory of a gradient pass, measured on any model (``torch.autograd.graph.saved_tensors_hooks``)."""
-
-    def __init__(self):
-        self.bytes, self._seen = 0, set()
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-    def _pack(self, t: Tensor):
-        try:
-            storage = t.untyped_storage()
-            key, size = (t.device, storage.data_ptr()), storage.nbytes()
-        except (RuntimeError, NotImplementedError):  # a tensor without a plain storage (sparse, a wrapper)
-            key, size = id(t), t.numel() * t.element_size()
-        if key not in self._seen:
-            self._seen.add(key)
-            self.bytes += size
-        return t
-
-    def __enter__(self):
-        self._hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self._seen.clear()
-        return self._hooks.__exit__(*exc)
-
-
-def steps_per_pass(bytes_per_step: int, n_steps: int) -> int:
-    """How many integration steps (each one pass over the batch) fit the gradient memory budget:
-    ``ATTRKIT_GRADIENT_MEMORY_MB`` (default 1024) of activations kept for the backward pass."""
-    value = os.environ.get(GRADIENT_MEMORY_ENV, DEFAULT_GRADIENT_MEMORY_MB)
-    try:
-        mb = float(value)
-    except (TypeError, ValueError):
-        mb = float("nan")
-    if not mb > 0:
-        raise ValueError(f"`{GRADIENT_MEMORY_ENV}` must be a positive number of megabytes, got {value!r}.")
-    return int(min(max(n_steps, 1), max(1, mb * 2**20 // max(bytes_per_step, 1))))
 
 
 def units_per_eval(inputs: tuple[Tensor, ...], args: tuple, n_units: int, aggregate: bool,
