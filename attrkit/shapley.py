@@ -29,7 +29,8 @@ from ._batching import (PerturbationOptions, evaluate_perturbations, evaluate_wi
                         format_feature_mask, output_mode, progress_label, reference_output, spread_units,
                         units_per_eval)
 from .base import PerturbationAttribution
-from .surrogates import Lasso, LinearRegression, Ridge, fit_surrogate, solver_dtype
+from .surrogates import (Lasso, LinearRegression, Ridge, _exp_kernel, fit_surrogate, get_exp_kernel_similarity_function,
+                         solver_dtype)
 
 __all__ = ["ShapleyValueSampling", "ShapleyValues", "LimeBase", "Lime", "KernelShap", "LinearRegression", "Ridge",
            "Lasso", "get_exp_kernel_similarity_function"]
@@ -168,39 +169,6 @@ class _Game:
 
 
 # --------------------------------------------------------------------------- LIME and KernelSHAP
-def get_exp_kernel_similarity_function(distance_mode: str = "cosine", kernel_width: float = 1.0) -> Callable:
-    """LIME's similarity ``exp(-d^2 / (2 kernel_width^2))``, ``d`` the cosine distance (or Euclidean) between
-    the flattened input and the perturbed input. Called as ``f(original, perturbed, interpretable_sample)``.
-
-    Example:
-        >>> import torch
-        >>> from attrkit import get_exp_kernel_similarity_function
-        >>> similarity = get_exp_kernel_similarity_function("euclidean", kernel_width=2.0)
-        >>> round(similarity(torch.zeros(1, 2), torch.tensor([[3.0, 4.0]])), 4)  # exp(-25 / 8)
-        0.0439
-    """
-    plumbing.check_choice(distance_mode, "distance_mode", ("cosine", "euclidean"))
-
-    def similarity(original, perturbed, _sample=None, **kwargs):
-        a = torch.cat([t.flatten() for t in plumbing.as_tuple(original)[0]]).unsqueeze(0)
-        b = torch.cat([t.flatten() for t in plumbing.as_tuple(perturbed)[0]]).unsqueeze(0)
-        return float(_exp_kernel(a, b, distance_mode, kernel_width)[0])
-
-    similarity.distance_mode, similarity.kernel_width = distance_mode, kernel_width
-    return similarity
-
-
-def _exp_kernel(original: Tensor, perturbed: Tensor, distance_mode: str, kernel_width: float) -> Tensor:
-    """Row by row: ``original`` ``(rows, d)`` against ``perturbed`` ``(..., rows, d)``."""
-    if distance_mode == "cosine":
-        dot = (original * perturbed).sum(-1)
-        norms = (original.square().sum(-1) * perturbed.square().sum(-1)).clamp(min=1e-16).sqrt()
-        distance = 1 - dot / norms
-    else:
-        distance = (original - perturbed).norm(dim=-1)
-    return torch.exp(-distance**2 / (2 * kernel_width**2))
-
-
 class LimeBase(PerturbationAttribution):
     """LIME with everything open (Captum's ``LimeBase``): ``perturb_func(inputs, **kwargs)`` draws a sample
     (or is a generator of samples); ``from_interp_rep_transform(sample, inputs, **kwargs)`` turns an
