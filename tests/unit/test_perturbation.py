@@ -230,7 +230,7 @@ def test_occlusion_bad_input_is_named(kwargs, name):
 @pytest.mark.parametrize("kwargs, error, name", [
     ({"feature_mask": torch.zeros(3, 4, dtype=torch.long)}, ValueError, "feature_mask"),  # batch of 2
     ({"feature_mask": torch.zeros(5, dtype=torch.long)}, ValueError, "feature_mask"),
-    ({"feature_mask": torch.zeros(4)}, TypeError, "feature_mask"),  # ids must be integers
+    ({"feature_mask": torch.full((4,), 0.5)}, TypeError, "feature_mask"),  # ids must be whole numbers
     ({"baselines": torch.zeros(3)}, ValueError, "baselines"),
     ({"perturbations_per_eval": 0}, ValueError, "perturbations_per_eval"),
     ({"max_batch_memory_mb": 0}, ValueError, "max_batch_memory_mb"),
