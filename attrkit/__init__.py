@@ -23,6 +23,8 @@ from .text import (InterpretableEmbeddingBase, ProductBaselines, TokenReferenceB
                    configure_interpretable_embedding_layer, remove_interpretable_embedding_layer)
 from .llm import (ImageMaskInput, InterpretableInput, LLMAttribution, LLMAttributionResult, LLMGradientAttribution,
                   RemoteLLMAttribution, RemoteLLMProvider, TextTemplateInput, TextTokenInput, merge_subword_tokens)
+from .layer import ModelInputWrapper
+from .shapley import get_exp_kernel_similarity_function
 
 __version__ = "0.1.0"
 
@@ -45,4 +47,5 @@ __all__ = [
     "InterpretableInput", "TextTemplateInput", "TextTokenInput", "ImageMaskInput", "LLMAttribution",
     "LLMGradientAttribution", "LLMAttributionResult", "RemoteLLMAttribution", "RemoteLLMProvider",
     "merge_subword_tokens",
+    "ModelInputWrapper", "get_exp_kernel_similarity_function",
 ]

@@ -8,9 +8,7 @@ rows, stacked unit-major (``[unit0: x0, x1, ..., unit1: x0, x1, ...]``, the "rep
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import glob
+import contextvars
 import math
 import os
 import re
@@ -23,8 +21,7 @@ import torch
 from torch import Tensor
 
 from ._hooks import hook_handles, module_of
-from ._plumbing import batch_size_of, check_choice, check_positive_int, expand_args, expand_target, per_example, \
-    run_forward
+from ._plumbing import batch_size_of, check_choice, check_positive_int, expand_args, expand_target, select_target
 
 BATCH_MEMORY_ENV = "ATTRKIT_BATCH_MEMORY_MB"
 DEFAULT_BATCH_MEMORY_MB = 64.0
@@ -61,21 +58,48 @@ def progress_label(method) -> str:
 
 def attribute_future(method, *args, **kwargs) -> torch.futures.Future:
     """Captum's ``attribute_future``: ``method.attribute(*args, **kwargs)`` for a ``forward_func`` that returns
-    a ``torch.futures.Future``, whose value is waited for in each forward pass; the attributions come back
-    as a completed Future. An error is raised at once, as ``attribute`` raises it."""
-    waiting = copy.copy(method)
-    waiting.forward_func = _waiting_for(method.forward_func)
+    a ``torch.futures.Future``. The reference pass is waited for (it sizes the batches); then every forward
+    pass is started before any is waited for, so slow remote forwards run side by side (as Captum). The
+    attributions come back as a completed Future; an error is raised at once, as ``attribute`` raises it."""
+    token = _FUTURES_ALLOWED.set(True)
+    try:
+        result = method.attribute(*args, **kwargs)
+    finally:
+        _FUTURES_ALLOWED.reset(token)
     future = torch.futures.Future()
-    future.set_result(waiting.attribute(*args, **kwargs))
+    future.set_result(result)
     return future
 
 
-def _waiting_for(forward_func: Callable) -> Callable:
-    """``forward_func`` returning the value of its Future (tensors pass through)."""
-    def forward(*args, **kwargs):
-        out = forward_func(*args, **kwargs)
-        return out.wait() if isinstance(out, torch.futures.Future) else out
-    return forward
+#: True inside :func:`attribute_future`: forward passes may return Futures
+_FUTURES_ALLOWED = contextvars.ContextVar("attrkit_futures_allowed", default=False)
+
+
+class _Pending(NamedTuple):
+    """A forward pass still running (a Future), with the ``target`` to select once it is done."""
+
+    future: torch.futures.Future
+    target: Any
+
+    def value(self):
+        return select_target(self.future.wait(), self.target)
+
+
+def _started(forward_func: Callable, inputs: tuple, target=None, args: tuple = ()):
+    """:func:`attrkit._plumbing.run_forward`, except that a Future (under :func:`attribute_future`) comes back
+    as a :class:`_Pending` pass, not waited for."""
+    out = forward_func(*inputs, *args)
+    if not isinstance(out, torch.futures.Future):
+        return select_target(out, target)
+    if not _FUTURES_ALLOWED.get():
+        raise TypeError("`forward_func` returned a torch.futures.Future: call attribute_future() for such models, "
+                        "or return tensors.")
+    return _Pending(out, target)
+
+
+def _done(out):
+    """The selected output of a forward pass, waiting for it if it is still running."""
+    return out.value() if isinstance(out, _Pending) else out
 
 
 def format_feature_mask(feature_mask, inputs: tuple[Tensor, ...], name: str = "feature_mask") -> tuple[Tensor, ...]:
@@ -98,9 +122,11 @@ def format_feature_mask(feature_mask, inputs: tuple[Tensor, ...], name: str = "f
     out = []
     for i, (m, x) in enumerate(zip(items, inputs)):
         where = f"`{name}[{i}]`" if len(inputs) > 1 else f"`{name}`"
+        if isinstance(m, Tensor) and m.is_floating_point() and torch.equal(m, m.round()):
+            m = m.long()  # whole numbers in a float tensor are ids too (Captum compares them by value)
         if not isinstance(m, Tensor) or m.is_floating_point() or m.is_complex():
             got = getattr(m, "dtype", type(m).__name__)
-            raise TypeError(f"{where} must be an integer tensor of feature ids, got {got}.")
+            raise TypeError(f"{where} must be an integer tensor of feature ids (or whole numbers), got {got}.")
         if m.dim() > x.dim() or any(a not in (1, b) for a, b in zip(m.shape[::-1], x.shape[::-1])):
             raise ValueError(
                 f"{where} has shape {tuple(m.shape)}, which does not broadcast to the input's shape {tuple(x.shape)}: "
@@ -167,30 +193,34 @@ def spread_units(values: Tensor, maps: tuple[Tensor, ...], inputs: tuple[Tensor,
     rows = values.shape[0]
     out = []
     for m, x in zip(maps, inputs):
+        if m.shape[0] not in (1, rows):  # per-example masks, several outputs per example: each output's own
+            m = m.repeat_interleave(rows // m.shape[0], 0)
         index = m.expand(rows, *x.shape[1:]).flatten(1)
         out.append(values.gather(1, index).reshape(rows, *x.shape[1:]))
     return tuple(out)
 
 
 def output_mode(objective: Tensor, n_examples: int, name: str = "target") -> tuple[bool, int]:
-    """Does the model give one number per example (``(False, n)``), or a fixed-size output for the whole
-    batch (``(True, numel)``: an "aggregate" such as a loss)?"""
+    """Does the model give outputs per example (``(False, numel)``: one number each, or several that are
+    each attributed, as Captum does with ``target=None``), or a fixed-size output for the whole batch
+    (``(True, numel)``: an "aggregate" such as a loss)?"""
     if not isinstance(objective, Tensor):
         raise TypeError(f"the model must return a tensor, got {type(objective).__name__}.")
     if objective.dim() == 0 or (n_examples > 1 and objective.numel() == 1):
         return True, 1
-    if objective.shape[0] != n_examples:
-        return True, objective.numel()
-    per_example(objective, n_examples, name)
-    return False, n_examples
+    return objective.shape[0] != n_examples, objective.numel()
 
 
 def batch_memory_mb(max_batch_memory_mb=None) -> float:
     """The memory budget for the perturbed inputs of one forward pass, in MB: the argument, else the
     environment variable ``ATTRKIT_BATCH_MEMORY_MB``, else 64."""
-    name, value = "max_batch_memory_mb", max_batch_memory_mb
-    if value is None:
-        name, value = BATCH_MEMORY_ENV, os.environ.get(BATCH_MEMORY_ENV, DEFAULT_BATCH_MEMORY_MB)
+    if max_batch_memory_mb is not None:
+        return megabytes(max_batch_memory_mb, "max_batch_memory_mb")
+    return megabytes(os.environ.get(BATCH_MEMORY_ENV, DEFAULT_BATCH_MEMORY_MB), BATCH_MEMORY_ENV)
+
+
+def megabytes(value, name: str) -> float:
+    """``value`` as a positive number of megabytes; a ``ValueError`` naming ``name`` otherwise."""
     try:
         mb = float(value)
     except (TypeError, ValueError):
@@ -233,53 +263,27 @@ def evaluate_perturbations(forward_func: Callable, build: Callable[[range], tupl
     ``options.show_progress``: True / False, or None for a ``tqdm`` bar only in a notebook, and only when
     the first batch predicts more than a few seconds.
     """
-    outputs, inference = [], True
+    passes, inference = [], not _FUTURES_ALLOWED.get()  # a Future's work runs on other threads, outside it
     bar = _ProgressBar(n_units, options.show_progress, options.desc)
+    start = 0
     try:
-        for start in range(0, n_units, per_eval):
+        while start < n_units:
             units = range(start, min(start + per_eval, n_units))
             k = len(units)
             out, inference = without_grad(
-                lambda: run_forward(forward_func, build(units), expand_target(target, k), expand_args(args, k)),
+                lambda: _started(forward_func, build(units), expand_target(target, k), expand_args(args, k)),
                 inference)
-            outputs.append(_unit_rows(out, k, n_outputs))
+            if k > 1 and options.perturbations_per_eval is None and _one_unit_only(out, n_outputs):
+                per_eval = 1  # a model whose output does not grow with the batch (one example hid it): as Captum
+                continue
+            passes.append((out, k))
             bar.update(k)
+            start += k
     finally:
         bar.close()
+    torch.futures.wait_all([out.future for out, _ in passes if isinstance(out, _Pending)])  # all started first
+    outputs = [_unit_rows(_done(out), k, n_outputs) for out, k in passes]
     return torch.cat(outputs) if outputs else torch.zeros(0, n_outputs)  # (no units: nothing to place)
-
-
-def busy_cores() -> int:
-    """Cores other processes keep busy right now: runnable tasks in ``/proc/loadavg`` less this process's own
-    running threads (Linux); 0 where that cannot be read."""
-    try:
-        with open("/proc/loadavg") as f:
-            running = int(f.read().split()[3].split("/")[0])
-        own = 0
-        for stat in glob.glob("/proc/self/task/*/stat"):
-            with open(stat) as f:
-                own += f.read().rsplit(")", 1)[1].split()[0] == "R"
-    except (OSError, ValueError, IndexError):
-        return 0
-    return max(0, running - own)
-
-
-@contextlib.contextmanager
-def threads_beside_others():
-    """Fewer intra-op threads while other processes keep the cores busy: a descheduled thread stalls every
-    parallel region, which made small batched passes many times slower than Captum's one-at-a-time loop on a
-    loaded machine (measured by ``bench/run.py --busy``). Every outermost ``attribute()`` call runs inside it
-    (:mod:`attrkit.base`). Restores torch's setting on exit."""
-    n = torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    want = max(1, min(n, cores - busy_cores()))
-    if want < n:
-        torch.set_num_threads(want)
-    try:
-        yield
-    finally:
-        if want < n:
-            torch.set_num_threads(n)
 
 
 def evaluate_with_reference(forward_func: Callable, reference_inputs: tuple[Tensor, ...],
@@ -287,8 +291,8 @@ def evaluate_with_reference(forward_func: Callable, reference_inputs: tuple[Tens
                             options: PerturbationOptions = PerturbationOptions(), masks: tuple = ()):
     """The output on the unperturbed ``reference_inputs`` and on every unit of ``build``.
 
-    Returns ``(reference, outputs)``: ``reference`` shaped ``(n_outputs,)``, ``outputs``
-    ``(n_units, n_outputs)``. The reference pass also tells whether the model aggregates over the batch (a
+    Returns ``(reference, outputs)``: ``reference`` shaped as the model gives it (``n_outputs`` numbers),
+    ``outputs`` ``(n_units, n_outputs)``. The reference pass also tells whether the model aggregates over the batch (a
     loss, say: then it gets one unit at a time, Captum's rule, and the feature ``masks`` must be shared by
     the batch) and, on the CPU, how large its activations are, to size the batches.
     """
@@ -303,7 +307,7 @@ def evaluate_with_reference(forward_func: Callable, reference_inputs: tuple[Tens
                          "the whole batch: the attribution is for the batch, so features must be the same.")
     per_eval = units_per_eval(reference_inputs, args, n_units, aggregate, options, activation)
     outputs = evaluate_perturbations(forward_func, build, n_units, per_eval, target, args, n_outputs, options)
-    return reference.reshape(n_outputs), outputs
+    return reference, outputs
 
 
 def without_grad(fn: Callable[[], Any], inference: bool = True) -> tuple[Any, bool]:
@@ -339,13 +343,25 @@ def reference_output(forward_func: Callable, inputs: tuple[Tensor, ...], target=
     modules = list(owner.modules()) if measure and owner is not None else []
     with hook_handles() as handles:
         handles.extend(m.register_forward_hook(record) for m in modules)
-        out, _ = without_grad(lambda: run_forward(forward_func, inputs, target, args))
-    out = torch.as_tensor(out).clone()
+        out, _ = without_grad(lambda: _started(forward_func, inputs, target, args), not _FUTURES_ALLOWED.get())
+    out = as_output(_done(out)).clone()
     return (out, max(sizes)) if measure else out
 
 
+def _one_unit_only(out, n_outputs: int) -> bool:
+    """A batched pass that returned one perturbation's worth of outputs: the model aggregates over the batch."""
+    return not isinstance(out, _Pending) and as_output(out).numel() == n_outputs
+
+
+def as_output(out) -> Tensor:
+    """A model's output as a tensor; a Python float is a float64 number (as Captum reads it), an int an int64."""
+    if isinstance(out, float):
+        return torch.tensor(out, dtype=torch.float64)
+    return torch.as_tensor(out)
+
+
 def _unit_rows(out, k: int, n_outputs: int) -> Tensor:
-    out = torch.as_tensor(out)
+    out = as_output(out)
     if out.numel() != k * n_outputs:
         raise ValueError(
             f"the model returned shape {tuple(out.shape)} for {k} perturbation(s) of the batch; expected "

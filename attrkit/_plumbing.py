@@ -301,7 +301,9 @@ def gradients(forward_func: Callable, inputs: tuple[Tensor, ...], target=None, a
         raise integer_inputs_error(inputs, forward_func)
     leaves = tuple(x.detach().requires_grad_() for x in inputs)
     with torch.enable_grad():
-        out = per_example(run_forward(forward_func, leaves, target, args), batch_size_of(leaves))
+        out = run_forward(forward_func, leaves, target, args)
+        if not (isinstance(out, Tensor) and out.dim() == 0):  # one number for the batch: its gradient (as Captum)
+            out = per_example(out, batch_size_of(leaves))
         grads = torch.autograd.grad(out.sum(), leaves, **{"allow_unused": True, **(grad_kwargs or {})})
     return tuple(torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads))
 

@@ -1,9 +1,9 @@
-"""``attrkit.assets`` is :mod:`attrkit.zoo.assets` (the same module object); ``python -m attrkit.assets``
-runs its command line."""
+"""Named photos and data sets, by their short name: the public names of :mod:`attrkit.zoo.assets`.
+``python -m attrkit.assets`` runs its command line."""
 import sys
 
-from .zoo import assets as _assets
+from .zoo.assets import *  # noqa: F401,F403 - the public names, listed in its __all__
+from .zoo.assets import __all__, main
 
 if __name__ == "__main__":
-    sys.exit(_assets.main())
-sys.modules[__name__] = _assets
+    sys.exit(main())

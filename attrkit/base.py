@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _plumbing as plumbing
-from ._batching import threads_beside_others
+from ._threads import threads_beside_others
 from ._hooks import module_of
 
 #: True while an ``attribute`` call runs (methods built from other methods check the model once)
@@ -36,12 +36,15 @@ _MODE_DEPENDENT = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropo
 def _attribute_entry(attribute: Callable) -> Callable:
     """Wrap a class's ``attribute``: rename deprecated arguments; on the outermost call, warn about
     modules in training mode (cheap: one walk over the model's modules) and use fewer intra-op threads
-    while other processes keep the cores busy (:func:`attrkit._batching.threads_beside_others`)."""
+    while other processes keep the cores busy (:func:`attrkit._threads.threads_beside_others`)."""
     @functools.wraps(attribute)
     def entry(self, *args, **kwargs):
         kwargs = self._renamed_arguments(kwargs)
         if _ATTRIBUTING.get():
             return attribute(self, *args, **kwargs)
+        if isinstance(self, LayerAttribution) and self.layer is None:
+            raise ValueError(f"`layer` is None: set `{type(self).__name__}(...).layer` to a module of the model "
+                             "before calling attribute() (TCAV does this for each of its layers).")
         token = _ATTRIBUTING.set(True)
         try:
             _warn_if_training(self.forward_func, type(self).__name__)
@@ -159,7 +162,9 @@ class GradientAttribution(Attribution):
     """
 
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool | None = None):
-        super().__init__(forward_func, multiply_by_inputs)
+        # Attribution's, named: a class that is also a LayerAttribution (LayerLRP) calls this and
+        # LayerAttribution.__init__ each in turn, and the layer is LayerAttribution's to check
+        Attribution.__init__(self, forward_func, multiply_by_inputs)
         self.gradient_func = plumbing.gradients
 
 
@@ -174,7 +179,10 @@ class LayerAttribution(Attribution):
     ``attribute_to_layer_input=True``). Methods that attribute to several layers at
     once (``_accepts_layer_list``) accept a list of modules and return a list.
     ``device_ids`` is accepted for Captum compatibility; DataParallel models work as
-    they are. The convergence delta is taken in layer space: the layer's attributions
+    they are. ``layer=None`` is accepted (Captum's TCAV tutorial builds
+    ``LayerIntegratedGradients(model, None, multiply_by_inputs=False)`` and TCAV sets
+    ``method.layer`` before each call); ``attribute`` refuses to run until it is set.
+    The convergence delta is taken in layer space: the layer's attributions
     summed, minus ``f(end_point) - f(start_point)``."""
 
     _accepts_layer_list = False
@@ -182,7 +190,7 @@ class LayerAttribution(Attribution):
     def __init__(self, forward_func: Callable, layer, device_ids=None, multiply_by_inputs: bool | None = None):
         super().__init__(forward_func, multiply_by_inputs)
         layers = layer if isinstance(layer, list) else [layer]
-        if not layers or not all(isinstance(m, torch.nn.Module) for m in layers):
+        if layer is not None and (not layers or not all(isinstance(m, torch.nn.Module) for m in layers)):
             raise TypeError(f"`layer` must be a torch.nn.Module (or a list of them), got {type(layer).__name__}.")
         if isinstance(layer, list) and not self._accepts_layer_list:
             raise TypeError(f"`layer` must be one torch.nn.Module for {type(self).__name__}, got a list.")

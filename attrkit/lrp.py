@@ -296,10 +296,3 @@ def times_rows(relevance: Tensor, output: Tensor) -> Tensor:
     """The propagation starts from a unit gradient; scale each example by its output value."""
     return relevance * output.reshape(-1, *([1] * (relevance.dim() - 1))).to(relevance.dtype)
 
-
-def __getattr__(name: str):
-    if name == "LayerLRP":  # it lives in attrkit.layer.lrp, which imports this module
-        from .layer.lrp import LayerLRP
-
-        return LayerLRP
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

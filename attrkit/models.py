@@ -1,6 +1,3 @@
-"""``attrkit.models`` is :mod:`attrkit.zoo.models` (the same module object)."""
-import sys
-
-from .zoo import models as _models
-
-sys.modules[__name__] = _models
+"""Ready models, by their short name: the public names of :mod:`attrkit.zoo.models`."""
+from .zoo.models import *  # noqa: F401,F403 - the public names, listed in its __all__
+from .zoo.models import __all__  # noqa: F401

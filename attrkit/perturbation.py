@@ -214,12 +214,13 @@ class FeaturePermutation(FeatureAblation):
 # --------------------------------------------------------------------------- shared by the three
 def _differences(forward_func, xs, build, n_units, target, additional_forward_args, options: PerturbationOptions,
                  masks: tuple = (), evaluate: Callable = evaluate_with_reference) -> Tensor:
-    """``F(x) - F(unit u)`` for every unit: shape ``(rows, n_units)``, rows = examples (or the outputs of a
-    model that aggregates over the batch). ``evaluate``: how the outputs are computed (Occlusion's is
+    """``F(x) - F(unit u)`` for every unit: shape ``(rows, n_units)``, rows = examples, or every output of a
+    model with several outputs per example (Captum's ``(n * outputs, ...)`` attributions with ``target=None``)
+    or of one that aggregates over the batch. ``evaluate``: how the outputs are computed (Occlusion's is
     incremental where it can be)."""
     target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
     reference, outputs = evaluate(forward_func, xs, _unit_major(build), n_units, target, args, options, masks)
-    return (reference.unsqueeze(0) - outputs).T
+    return (reference.reshape(1, -1) - outputs).T
 
 
 def _unit_major(build):

@@ -2,7 +2,8 @@
 
 * :class:`LinearRegression` — weighted least squares (KernelSHAP's surrogate);
 * :class:`Ridge` — with an L2 penalty;
-* :class:`Lasso` — with an L1 penalty (LIME's default, ``alpha=0.01`` as in Captum).
+* :class:`Lasso` — with an L1 penalty (LIME's default, ``alpha=0.01`` as in Captum);
+* :func:`get_exp_kernel_similarity_function` — LIME's sample weights (also exported by :mod:`attrkit.shapley`).
 
 Each solves sklearn's problem with sample weights and an intercept: ``solve(X, y, w)`` takes ``X``
 ``(B, samples, features)``, ``y`` and ``w`` ``(B, samples)`` and returns the coefficients ``(B, features)``.
@@ -18,12 +19,15 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import Callable
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["LinearRegression", "Ridge", "Lasso"]
+from . import _plumbing as plumbing
+
+__all__ = ["LinearRegression", "Ridge", "Lasso", "get_exp_kernel_similarity_function"]
 
 
 def solver_dtype(like: Tensor) -> torch.dtype:
@@ -164,3 +168,37 @@ def _sklearn_style(model) -> bool:
         return "sample_weight" in inspect.signature(model.fit).parameters
     except (TypeError, ValueError):
         return False
+
+
+# --------------------------------------------------------------------------- LIME's sample weights
+def get_exp_kernel_similarity_function(distance_mode: str = "cosine", kernel_width: float = 1.0) -> Callable:
+    """LIME's similarity ``exp(-d^2 / (2 kernel_width^2))``, ``d`` the cosine distance (or Euclidean) between
+    the flattened input and the perturbed input. Called as ``f(original, perturbed, interpretable_sample)``.
+
+    Example:
+        >>> import torch
+        >>> from attrkit import get_exp_kernel_similarity_function
+        >>> similarity = get_exp_kernel_similarity_function("euclidean", kernel_width=2.0)
+        >>> round(similarity(torch.zeros(1, 2), torch.tensor([[3.0, 4.0]])), 4)  # exp(-25 / 8)
+        0.0439
+    """
+    plumbing.check_choice(distance_mode, "distance_mode", ("cosine", "euclidean"))
+
+    def similarity(original, perturbed, _sample=None, **kwargs):
+        a = torch.cat([t.flatten() for t in plumbing.as_tuple(original)[0]]).unsqueeze(0)
+        b = torch.cat([t.flatten() for t in plumbing.as_tuple(perturbed)[0]]).unsqueeze(0)
+        return float(_exp_kernel(a, b, distance_mode, kernel_width)[0])
+
+    similarity.distance_mode, similarity.kernel_width = distance_mode, kernel_width
+    return similarity
+
+
+def _exp_kernel(original: Tensor, perturbed: Tensor, distance_mode: str, kernel_width: float) -> Tensor:
+    """Row by row: ``original`` ``(rows, d)`` against ``perturbed`` ``(..., rows, d)``."""
+    if distance_mode == "cosine":
+        dot = (original * perturbed).sum(-1)
+        norms = (original.square().sum(-1) * perturbed.square().sum(-1)).clamp(min=1e-16).sqrt()
+        distance = 1 - dot / norms
+    else:
+        distance = (original - perturbed).norm(dim=-1)
+    return torch.exp(-distance**2 / (2 * kernel_width**2))

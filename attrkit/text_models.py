@@ -1,6 +1,3 @@
-"""``attrkit.text_models`` is :mod:`attrkit.zoo.text_models` (the same module object)."""
-import sys
-
-from .zoo import text_models as _text_models
-
-sys.modules[__name__] = _text_models
+"""Text corpora and language models, by their short name: the public names of :mod:`attrkit.zoo.text_models`."""
+from .zoo.text_models import *  # noqa: F401,F403 - the public names, listed in its __all__
+from .zoo.text_models import __all__  # noqa: F401

@@ -5,7 +5,8 @@
   :class:`LayerIntegratedGradients`, :class:`LayerGradientShap`, :class:`GuidedGradCam`;
 * :mod:`attrkit.layer.deeplift` — :class:`LayerDeepLift`, :class:`LayerDeepLiftShap`;
 * :mod:`attrkit.layer.perturbation` — :class:`LayerFeatureAblation`, :class:`LayerFeaturePermutation`;
-* :mod:`attrkit.layer.lrp` — :class:`LayerLRP`.
+* :mod:`attrkit.layer.lrp` — :class:`LayerLRP`;
+* :mod:`attrkit.layer.input_wrapper` — :class:`ModelInputWrapper`, the model's inputs as layers.
 
 What they share beyond :class:`attrkit.LayerAttribution` (the layer checks and the delta in
 layer space) is in :mod:`attrkit.layer._base`; the one gradient with respect to a layer is
@@ -14,6 +15,7 @@ layer space) is in :mod:`attrkit.layer._base`; the one gradient with respect to 
 from .deeplift import LayerDeepLift, LayerDeepLiftShap
 from .gradient import (GuidedGradCam, InternalInfluence, LayerActivation, LayerConductance, LayerGradCam,
                        LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients)
+from .input_wrapper import ModelInputWrapper
 from .lrp import LayerLRP
 from .perturbation import LayerFeatureAblation, LayerFeaturePermutation
 
@@ -21,4 +23,5 @@ __all__ = [
     "LayerActivation", "LayerGradientXActivation", "LayerGradCam", "InternalInfluence", "LayerConductance",
     "LayerIntegratedGradients", "LayerGradientShap", "GuidedGradCam",
     "LayerDeepLift", "LayerDeepLiftShap", "LayerFeatureAblation", "LayerFeaturePermutation", "LayerLRP",
+    "ModelInputWrapper",
 ]

@@ -25,6 +25,7 @@ neurons (:mod:`attrkit.layer.perturbation`) and LayerLRP (:mod:`attrkit.layer.lr
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from functools import partial
 from typing import Callable
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _plumbing as plumbing
-from .._hooks import layer_gradients, layer_values
+from .._hooks import capture, layer_gradients, layer_values
 from ..backprop import GuidedBackprop
 from ..base import GradientAttribution, LayerAttribution
 from ..gradient import InputBaselineXGradient, IntegratedGradients, path_integral, path_steps
@@ -292,14 +293,13 @@ class _LayerInputBaselineXGradient(LayerGradientAttribution):
     of the layer's activation from baseline to input: one sample of :class:`LayerGradientShap`.
 
     Several layers (a list) share the random point; the result is one flat tuple over all
-    the layers' tensors, and ``sizes`` says how many tensors each layer has."""
+    the layers' tensors (:func:`_tensors_per_layer` says how to cut it)."""
 
     _has_convergence_delta = True
     _accepts_layer_list = True
 
     def __init__(self, forward_func: Callable, layer, multiply_by_inputs: bool = True):
         super().__init__(forward_func, layer, multiply_by_inputs=multiply_by_inputs)
-        self.sizes: list[int] = []
 
     def attribute(self, inputs, baselines, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False, attribute_to_layer_input: bool = False):
@@ -309,7 +309,6 @@ class _LayerInputBaselineXGradient(LayerGradientAttribution):
 
         def flat_layer_gradients(f, points, t, a):
             grads = layer_gradients(f, self._layers(), points, t, a, attribute_to_layer_input)[0]
-            self.sizes = [len(g) for g in grads]
             return tuple(g for gs in grads for g in gs)
 
         at_random_point = InputBaselineXGradient(self.forward_func, multiply_by_inputs=False)
@@ -364,11 +363,20 @@ class LayerGradientShap(LayerGradientAttribution):
         )
         attrs, delta = out if return_convergence_delta else (out, None)
         flat, per_layer = plumbing.as_tuple(attrs)[0], []
-        for size in one_sample.sizes:
+        args = plumbing.format_args(additional_forward_args)
+        for size in _tensors_per_layer(self.forward_func, self._layers(), xs, args, attribute_to_layer_input):
             per_layer.append(layer_result(flat[:size]))
             flat = flat[size:]
         result = per_layer if isinstance(self.layer, list) else per_layer[0]
         return (result, delta) if return_convergence_delta else result
+
+
+def _tensors_per_layer(forward_func: Callable, layers: list, xs: tuple, args: tuple, to_input: bool) -> list[int]:
+    """How many tensors each layer produces (or receives): one forward pass without a graph."""
+    with torch.no_grad(), contextlib.ExitStack() as stack:
+        records = [stack.enter_context(capture(layer, to_input)) for layer in layers]
+        forward_func(*xs, *args)
+    return [len(record.single()) for record in records]
 
 
 # --------------------------------------------------------------------------- combined

@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import _plumbing as plumbing
 from .._hooks import layer_gradients
-from ..base import LayerAttribution, require_module
+from ..base import LayerAttribution
 from ..lrp import LRP, check_rules, lrp_rules, times_rows
 
 
@@ -29,28 +29,23 @@ class LayerLRP(LRP, LayerAttribution):
         torch.Size([2, 6, 3, 3])
     """
 
+    _accepts_layer_list = True
+
     def __init__(self, model: nn.Module, layer):
-        layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
-        for item in layers:
-            if not isinstance(item, nn.Module):
-                raise TypeError(f"`layer` must be a torch.nn.Module or a list of them, got {type(item).__name__}.")
-        require_module(model, type(self).__name__, "it hooks its layers")
-        LayerAttribution.__init__(self, model, layers[0])  # LRP.__init__ would not pass `layer` along
-        self.gradient_func = plumbing.gradients
-        self.model, self.layer, self._layer_list = model, layer, layers
-        check_rules(model)
+        LRP.__init__(self, model)  # the model and its rules, checked as for LRP
+        LayerAttribution.__init__(self, model, list(layer) if isinstance(layer, tuple) else layer)
 
     def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta: bool = False,
                   attribute_to_layer_input: bool = False, verbose: bool = False):
         xs, _ = plumbing.as_tuple(inputs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         check_rules(self.model)
-        per_layer, _ = layer_gradients(self.forward_func, self._layer_list, xs, target, args,
+        per_layer, _ = layer_gradients(self.forward_func, self._layers(), xs, target, args,
                                        attribute_to_layer_input, rules=lrp_rules(verbose).applied(self.model))
         output = plumbing.scalar_outputs(self.forward_func, xs, target, args)
         relevances = [tuple(times_rows(g, output) for g in grads) for grads in per_layer]
         results = [r if len(r) > 1 else r[0] for r in relevances]
         deltas = [self.compute_convergence_delta(r, output) for r in relevances]
-        if isinstance(self.layer, (list, tuple)):
+        if isinstance(self.layer, list):
             return (results, deltas) if return_convergence_delta else results
         return (results[0], deltas[0]) if return_convergence_delta else results[0]

@@ -6,6 +6,6 @@
 * :mod:`attrkit.zoo.text_models` — the Sentence Polarity corpus, GloVe vectors, MiniLM and SmolLM2, offline from
   pinned package files.
 
-All stay importable under their short names, ``attrkit.assets``, ``attrkit.models`` and ``attrkit.text_models``
-(the same module objects, so patching one patches the other).
+Their public names are also importable under the short names ``attrkit.assets``, ``attrkit.models`` and
+``attrkit.text_models`` (plain re-exports: patch internals here, in ``attrkit.zoo``).
 """

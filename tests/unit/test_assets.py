@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from attrkit import assets
-from attrkit.assets import Asset, AssetError, AssetFile
+from attrkit.zoo import assets
+from attrkit.zoo.assets import Asset, AssetError, AssetFile
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MIRROR = REPO.parent / "shared" / "data"

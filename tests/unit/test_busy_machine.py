@@ -1,9 +1,14 @@
 """On a machine whose cores other processes keep busy, attribute() uses fewer intra-op threads (a descheduled
 thread stalls every parallel region) and gives torch's setting back afterwards, also after an error."""
+import os
+import subprocess
+import sys
+import time
+
 import pytest
 import torch
 
-from attrkit import FeatureAblation, Saliency, _batching
+from attrkit import FeatureAblation, Saliency, _threads
 
 
 @pytest.fixture
@@ -15,8 +20,8 @@ def two_threads():
 
 
 def _threads_seen(method_cls, monkeypatch, busy: int):
-    monkeypatch.setattr(_batching, "busy_cores", lambda: busy)
-    monkeypatch.setattr(_batching.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(_threads, "busy_cores", lambda: busy)
+    monkeypatch.setattr(_threads, "cores_available", lambda: 2)
     seen = []
 
     def model(x):
@@ -38,7 +43,7 @@ def test_busy_machine_runs_on_fewer_threads_and_restores_them(method_cls, monkey
 
 
 def test_threads_restored_after_an_error(monkeypatch, two_threads):
-    monkeypatch.setattr(_batching, "busy_cores", lambda: 5)
+    monkeypatch.setattr(_threads, "busy_cores", lambda: 5)
 
     def broken(x):
         raise RuntimeError("model failed")
@@ -48,5 +53,23 @@ def test_threads_restored_after_an_error(monkeypatch, two_threads):
     assert torch.get_num_threads() == 2
 
 
-def test_busy_cores_reads_a_number():
-    assert _batching.busy_cores() >= 0
+def test_busy_cores_counts_other_processes_only():
+    assert _threads.busy_from("0.50 0.40 0.30 5/312 4242\n", own_running=2) == 3
+    assert _threads.busy_from("0.50 0.40 0.30 1/312 4242\n", own_running=1) == 0
+    assert _threads.busy_from("0.50 0.40 0.30 1/312 4242\n", own_running=3) == 0  # never negative
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="reads Linux's /proc")
+def test_busy_cores_sees_a_spinning_process():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        seen = []
+        for _ in range(50):  # the spinner is runnable at once; give the scheduler a moment to report it
+            seen.append(_threads.busy_cores())
+            if seen[-1] >= 1:
+                break
+            time.sleep(0.05)
+        assert max(seen) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()

@@ -223,3 +223,45 @@ def test_train_mode_warning_names_the_module_once_per_call():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         GradientShap(model).attribute(x, baselines=torch.zeros(2, 4), target=0)
+
+
+# --------------------------------------------------------------------------- steps split to a memory budget
+class _CountsRows(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.rows = model, []
+
+    def forward(self, x):
+        self.rows.append(x.shape[0])
+        return self.model(x)
+
+
+@pytest.mark.parametrize("method", ["IntegratedGradients", "LayerIntegratedGradients", "LayerConductance",
+                                    "InternalInfluence"])
+def test_path_steps_split_to_the_memory_budget_give_the_same_result(method, monkeypatch):
+    torch.manual_seed(0)
+    model = _CountsRows(SmallCNN().eval())
+    x = torch.rand(3, 1, 8, 8)
+    make = (lambda: getattr(attrkit, method)(model)) if method == "IntegratedGradients" else \
+        (lambda: getattr(attrkit, method)(model, model.model.conv2))
+    monkeypatch.setenv("ATTRKIT_GRADIENT_MEMORY_MB", "100000")
+    whole = make().attribute(x, target=1, n_steps=20)
+    assert max(model.rows) >= 3 * 19  # one pass after the measuring step
+    model.rows.clear()
+    monkeypatch.setenv("ATTRKIT_GRADIENT_MEMORY_MB", "0.0001")  # less than one step: one step per pass
+    split = make().attribute(x, target=1, n_steps=20)
+    assert set(model.rows) == {3}
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_ig_with_many_steps_and_no_internal_batch_size_matches_captum_in_several_passes(monkeypatch):
+    C = pytest.importorskip("captum.attr")
+    torch.manual_seed(0)
+    model = _CountsRows(SmallCNN().eval())
+    x = torch.rand(2, 1, 8, 8)
+    expected = C.IntegratedGradients(model).attribute(x, target=0, n_steps=200)
+    model.rows.clear()
+    monkeypatch.setenv("ATTRKIT_GRADIENT_MEMORY_MB", "0.5")
+    got = IntegratedGradients(model).attribute(x, target=0, n_steps=200)
+    assert len(model.rows) > 2 and max(model.rows) < 2 * 200
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)

@@ -296,7 +296,7 @@ def test_bad_arguments_of_the_deeplift_and_ablation_layer_methods_are_named():
     with pytest.raises(ValueError, match="`layer_mask` has shape"):
         LayerFeatureAblation(model, model.conv2).attribute(_img(), target=0, layer_mask=torch.zeros(1, 5, 1, 1).long())
     with pytest.raises(TypeError, match="`layer_mask` must be an integer tensor"):
-        LayerFeaturePermutation(model, model.conv2).attribute(_img(), target=0, layer_mask=torch.zeros(1, 6, 1, 1))
+        LayerFeaturePermutation(model, model.conv2).attribute(_img(), target=0, layer_mask=torch.full((1, 6, 1, 1), 0.5))
     with pytest.raises(ValueError, match="`layer_baselines` has shape"):
         LayerFeatureAblation(model, model.conv2).attribute(_img(), torch.zeros(2, 6), target=0)
     with pytest.raises(ValueError, match="at least 2 examples"):
@@ -320,3 +320,44 @@ def test_a_nested_tuple_layer_output_is_an_error_naming_the_layer(method):
     model = _LSTMNet()
     with pytest.raises(TypeError, match=r"layer `lstm` \(LSTM\)"):
         method(model, model.lstm).attribute(torch.randn(2, 5, 3), target=0)
+
+
+# --------------------------------------------------------------------------- model inputs as layers, layer=None
+class _Mixed(nn.Module):
+    """Token ids through an embedding beside continuous features: Captum's multimodal pattern."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.head = nn.Embedding(10, 3), nn.Linear(5, 2)
+
+    def forward(self, tokens, extra):
+        return self.head(torch.cat([self.embed(tokens).mean(1), extra], 1))
+
+
+def test_model_input_wrapper_matches_captum():
+    from captum.attr._utils.input_layer_wrapper import ModelInputWrapper as CaptumWrapper
+
+    from attrkit import ModelInputWrapper
+
+    tokens, extra = torch.tensor([[1, 2, 3], [4, 5, 6]]), torch.rand(2, 2)
+    ours, theirs = ModelInputWrapper(_Mixed()), CaptumWrapper(_Mixed())
+    assert ours.arg_name_list == theirs.arg_name_list == ["tokens", "extra"]
+    torch.testing.assert_close(ours(tokens, extra=extra), _Mixed()(tokens, extra))
+    got = attrkit.LayerIntegratedGradients(ours, [ours.module.embed, ours.input_maps["extra"]]).attribute(
+        (tokens, extra), target=1, n_steps=10)
+    expected = captum_attr.LayerIntegratedGradients(theirs, [theirs.module.embed, theirs.input_maps["extra"]]).attribute(
+        (tokens, extra), target=1, n_steps=10)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+
+
+def test_layer_none_is_accepted_until_attribute_as_tcav_uses_it():
+    model = SmallCNN()
+    x = torch.rand(2, 1, 8, 8)
+    lig = attrkit.LayerIntegratedGradients(model, None, multiply_by_inputs=False)
+    with pytest.raises(ValueError, match="`layer` is None"):
+        lig.attribute(x, target=0, n_steps=5)
+    lig.layer = model.conv2  # what Captum's TCAV does before each layer's call
+    expected = captum_attr.LayerIntegratedGradients(model, model.conv2, multiply_by_inputs=False).attribute(x, target=0, n_steps=5)
+    torch.testing.assert_close(lig.attribute(x, target=0, n_steps=5), expected, rtol=1e-5, atol=1e-6)

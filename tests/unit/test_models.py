@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from attrkit import assets, models
-from attrkit.assets import AssetError
+from attrkit.zoo import assets, models
+from attrkit.zoo.assets import AssetError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MIRROR = REPO.parent / "shared" / "data"

@@ -230,7 +230,7 @@ def test_occlusion_bad_input_is_named(kwargs, name):
 @pytest.mark.parametrize("kwargs, error, name", [
     ({"feature_mask": torch.zeros(3, 4, dtype=torch.long)}, ValueError, "feature_mask"),  # batch of 2
     ({"feature_mask": torch.zeros(5, dtype=torch.long)}, ValueError, "feature_mask"),
-    ({"feature_mask": torch.zeros(4)}, TypeError, "feature_mask"),  # ids must be integers
+    ({"feature_mask": torch.full((4,), 0.5)}, TypeError, "feature_mask"),  # ids must be whole numbers
     ({"baselines": torch.zeros(3)}, ValueError, "baselines"),
     ({"perturbations_per_eval": 0}, ValueError, "perturbations_per_eval"),
     ({"max_batch_memory_mb": 0}, ValueError, "max_batch_memory_mb"),
@@ -247,9 +247,10 @@ def test_bad_environment_variable_is_named(monkeypatch):
         FeatureAblation(LinearModel(W)).attribute(torch.randn(2, 4), target=0)
 
 
-def test_several_outputs_per_example_need_a_target():
-    with pytest.raises(ValueError, match="target"):
-        FeatureAblation(LinearModel(W)).attribute(torch.randn(3, 4))
+def test_several_outputs_per_example_without_a_target_are_each_attributed():
+    x = torch.randn(3, 4)
+    attr = FeatureAblation(LinearModel(W)).attribute(x)  # Captum's convention: (examples * outputs, ...)
+    torch.testing.assert_close(attr.reshape(3, 2, 4), x.unsqueeze(1) * W)
 
 
 def test_permutation_needs_two_examples_and_known_arguments():

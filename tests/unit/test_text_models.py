@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attrkit import assets, text_models
-from attrkit.assets import AssetError
+from attrkit.zoo import assets, text_models
+from attrkit.zoo.assets import AssetError
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MIRROR = REPO.parent / "shared" / "data"
