@@ -7,6 +7,8 @@ import os
 import torch
 from torch import Tensor
 
+from .. import _plumbing as plumbing
+from .._hooks import layer_gradients
 from ..base import LayerAttribution
 from ..layer import LayerActivation, LayerGradientXActivation
 from ._cav import CAV, data_fingerprint, model_fingerprint, model_version, _digest
@@ -193,8 +195,10 @@ class TCAV(ConceptInterpreter):
                              "activations and the attributions alike), not to interpret().")
         self.compute_cavs(experimental_sets, processes=processes)
         scores: dict[str, dict[str, dict[str, Tensor]]] = {}
+        every_layer = self._one_pass_attributions(inputs, target, additional_forward_args, kwargs)
         for layer in self.layers:
-            grads = self._layer_attributions(layer, inputs, target, additional_forward_args, kwargs)
+            grads = every_layer[layer] if every_layer else self._layer_attributions(
+                layer, inputs, target, additional_forward_args, kwargs)
             for concepts in experimental_sets:
                 key = concepts_to_str(concepts)
                 scores.setdefault(key, {})[layer] = _scores(grads, self.cavs[key][layer], concepts, layer)
@@ -207,6 +211,25 @@ class TCAV(ConceptInterpreter):
         method = copy.copy(self.layer_attr_method)
         method.layer = module
         return method
+
+    def _one_pass_attributions(self, inputs, target, additional_forward_args, kwargs) -> dict | None:
+        """The default method (the layer gradient, or LayerGradientXActivation) at every layer from one
+        forward and one backward pass: the same values as one layer at a time."""
+        method = self.layer_attr_method
+        if (method is not None and type(method) is not LayerGradientXActivation) or kwargs or len(self.layers) < 2:
+            return None
+        forward_func = self.model if method is None else method.forward_func
+        times_activation = method is not None and method.multiplies_by_inputs
+        xs, _ = plumbing.as_tuple(inputs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
+        try:
+            grads, acts = layer_gradients(forward_func, [self._modules[n] for n in self.layers], xs, target, args,
+                                          self.attribute_to_layer_input)
+        except RuntimeError as e:
+            raise ValueError(f"`inputs` (shape {_shape(inputs)}): the layer gradients failed: {e}") from e
+        flat = lambda ts: torch.cat([t.reshape(len(t), -1) for t in ts], dim=1)      # noqa: E731
+        return {name: flat(tuple(g * a for g, a in zip(gs, vs)) if times_activation else gs)
+                for name, gs, vs in zip(self.layers, grads, acts)}
 
     def _layer_attributions(self, layer, inputs, target, additional_forward_args, kwargs) -> Tensor:
         try:

@@ -335,3 +335,18 @@ def test_the_tutorials_calls_run_after_the_import_swap(tmp_path):
     assert set(scores) == {"0-1", "0-2"} and set(scores["0-1"]) == {"conv2", "fc"}
     sc = scores["0-1"]["conv2"]["sign_count"]
     assert sc.shape == (2,) and float(sc.sum()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("times_activation", [False, True])
+def test_one_pass_over_every_layer_equals_one_layer_at_a_time(times_activation):
+    model, cs, x = SmallCNN(), _concepts(), _inputs()
+    clf = MeanDifference()
+    together = TCAV(model, ["conv1", "conv2", "fc"], classifier=clf, layer_attr_method=LayerGradientXActivation(
+        model, model.fc, multiply_by_inputs=times_activation)).interpret(x, _sets(cs), target=1)
+    apart = {}
+    for layer in ["conv1", "conv2", "fc"]:
+        one = TCAV(model, [layer], classifier=clf, layer_attr_method=LayerGradientXActivation(
+            model, model.fc, multiply_by_inputs=times_activation)).interpret(x, _sets(cs), target=1)
+        for key in one:
+            apart.setdefault(key, {}).update(one[key])
+    _assert_same(together, apart)
