@@ -34,7 +34,7 @@ class SignificanceResult:
         return float(self.concept_scores.std())
 
 
-def tcav_significance(tcav, inputs, concept: Concept, random_concepts: list[Concept], target=None,
+def tcav_significance(tcav, inputs, concept: "Concept | list[Concept]", random_concepts: list[Concept], target=None,
                       score_type: str = "sign_count", alpha: float = 0.05, additional_forward_args=None,
                       **kwargs) -> dict[str, SignificanceResult]:
     r"""Test ``concept`` against many random concepts at every layer of ``tcav``, as Kim et al. (2018) do.
@@ -50,13 +50,13 @@ def tcav_significance(tcav, inputs, concept: Concept, random_concepts: list[Conc
     Args:
         tcav: a :class:`~attrkit.concept.TCAV`.
         inputs, target, additional_forward_args, **kwargs: as for :meth:`TCAV.interpret`.
-        concept: the concept to test.
+        concept: the concept to test, or a list of them (one :meth:`TCAV.interpret` call for all).
         random_concepts: at least three random concepts (more is better: the paper uses tens).
         score_type: ``"sign_count"`` or ``"magnitude"``.
         alpha: the significance level reported by :attr:`SignificanceResult.significant`.
 
     Returns:
-        ``{layer: SignificanceResult}``.
+        ``{layer: SignificanceResult}``; for a list of concepts, ``{concept name: {layer: SignificanceResult}}``.
 
     Example:
         >>> import torch
@@ -72,22 +72,31 @@ def tcav_significance(tcav, inputs, concept: Concept, random_concepts: list[Conc
     """
     if score_type not in ("sign_count", "magnitude"):
         raise ValueError(f"`score_type` must be 'sign_count' or 'magnitude', got {score_type!r}.")
+    several = isinstance(concept, (list, tuple))
+    tested = list(concept) if several else [concept]
+    if not tested:
+        raise ValueError("`concept` must be a Concept or a non-empty list of them.")
     if len(random_concepts) < 3:
         raise ValueError(f"`random_concepts` needs at least 3 concepts (got {len(random_concepts)}): one reference "
                          "and two or more to score against.")
-    if any(r is concept or r.id == concept.id for r in random_concepts):
-        raise ValueError("`random_concepts` must not contain `concept` itself.")
+    if {r.id for r in random_concepts} & {c.id for c in tested}:
+        raise ValueError("`random_concepts` must not contain a tested `concept`.")
     from scipy.stats import ttest_ind
 
     reference, others = random_concepts[0], list(random_concepts[1:])
-    sets = [[concept, r] for r in others] + [[reference, r] for r in others]
+    sets = [[c, r] for c in tested for r in others] + [[reference, r] for r in others]
     scores = tcav.interpret(inputs, sets, target=target, additional_forward_args=additional_forward_args, **kwargs)
+
+    def along(first, layer):
+        return torch.stack([scores[concepts_to_str([first, r])][layer][score_type][0] for r in others]).float().cpu()
+
     results = {}
-    for layer in tcav.layers:
-        pick = lambda first: torch.stack([scores[concepts_to_str([first, r])][layer][score_type][0] for r in others])
-        ours, chance = pick(concept).float().cpu(), pick(reference).float().cpu()
-        t, p = ttest_ind(ours.numpy(), chance.numpy(), equal_var=False)
-        if ours.std() == 0 and chance.std() == 0:             # scipy gives nan when both lists are constant
-            t, p = (0.0, 1.0) if torch.equal(ours.mean(), chance.mean()) else (float("inf"), 0.0)
-        results[layer] = SignificanceResult(layer, ours, chance, float(t), float(p), alpha)
-    return results
+    for c in tested:
+        results[c.name] = {}
+        for layer in tcav.layers:
+            ours, chance = along(c, layer), along(reference, layer)
+            t, p = ttest_ind(ours.numpy(), chance.numpy(), equal_var=False)
+            if ours.std() == 0 and chance.std() == 0:          # scipy gives nan when both lists are constant
+                t, p = (0.0, 1.0) if torch.equal(ours.mean(), chance.mean()) else (float("inf"), 0.0)
+            results[c.name][layer] = SignificanceResult(layer, ours, chance, float(t), float(p), alpha)
+    return results if several else results[tested[0].name]

@@ -350,3 +350,17 @@ def test_one_pass_over_every_layer_equals_one_layer_at_a_time(times_activation):
         for key in one:
             apart.setdefault(key, {}).update(one[key])
     _assert_same(together, apart)
+
+
+def test_significance_of_several_concepts_in_one_call_equals_one_at_a_time():
+    g = torch.Generator().manual_seed(5)
+    model = _direction_model()
+    tested = [Concept(i, f"shift{i}", [torch.randn(12, 6, generator=g) + i]) for i in range(2)]
+    randoms = [Concept(10 + i, f"random_{i}", [torch.randn(12, 6, generator=g)]) for i in range(5)]
+    x = torch.randn(8, 6, generator=g)
+    clf = MeanDifference()
+    both = tcav_significance(TCAV(model, "features", classifier=clf), x, tested, randoms, target=0)
+    for c in tested:
+        one = tcav_significance(TCAV(model, "features", classifier=clf), x, c, randoms, target=0)["features"]
+        assert both[c.name]["features"].p_value == pytest.approx(one.p_value, nan_ok=True)
+        assert torch.equal(both[c.name]["features"].concept_scores, one.concept_scores)
