@@ -1,6 +1,7 @@
 """The statistical test the TCAV paper demands: a concept's score against many random concept sets."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -95,7 +96,9 @@ def tcav_significance(tcav, inputs, concept: "Concept | list[Concept]", random_c
         results[c.name] = {}
         for layer in tcav.layers:
             ours, chance = along(c, layer), along(reference, layer)
-            t, p = ttest_ind(ours.numpy(), chance.numpy(), equal_var=False)
+            with warnings.catch_warnings():     # a list of equal scores (all 1.0) is a valid sample; scipy warns
+                warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+                t, p = ttest_ind(ours.numpy(), chance.numpy(), equal_var=False)
             if ours.std() == 0 and chance.std() == 0:          # scipy gives nan when both lists are constant
                 t, p = (0.0, 1.0) if torch.equal(ours.mean(), chance.mean()) else (float("inf"), 0.0)
             results[c.name][layer] = SignificanceResult(layer, ours, chance, float(t), float(p), alpha)
