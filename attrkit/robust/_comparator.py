@@ -6,6 +6,7 @@ from collections import namedtuple
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from .. import _plumbing as plumbing
+from .._batching import threads_beside_others
 from ..dataset import Max, Mean, Min, Summarizer
 from ._batched import forward_many, per_eval
 
@@ -96,6 +97,10 @@ class AttackComparator:
                  **kwargs) -> Dict[str, Any]:
         """The metric on ``inputs`` and under every attack, for this batch (see the class docstring).
         ``kwargs`` go to the metric and, where named by ``additional_attack_arg_names``, to the attacks."""
+        with threads_beside_others():
+            return self._evaluate(inputs, additional_forward_args, perturbations_per_eval, kwargs)
+
+    def _evaluate(self, inputs, additional_forward_args, perturbations_per_eval, kwargs) -> Dict[str, Any]:
         args = plumbing.format_args(additional_forward_args)
         preprocessed = self.preproc_fn(inputs) if self.preproc_fn is not None else inputs
         n_items = 1 + sum(a.num_attempts for a in self.attacks.values())

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _plumbing as plumbing
+from .._batching import threads_beside_others
 from ._batched import forward_many, per_eval
 
 _MODES = ("linear", "binary")
@@ -123,9 +124,8 @@ class MinParamPerturbation:
         if target is not None:
             judge = {"target": target, **judge}
         run = _Search(self, inputs, preprocessed, dict(attack_kwargs or {}), args, judge)
-        if self.mode == "linear":
-            return run.linear(perturbations_per_eval)
-        return run.binary(perturbations_per_eval)
+        with threads_beside_others():
+            return run.linear(perturbations_per_eval) if self.mode == "linear" else run.binary(perturbations_per_eval)
 
 
 class _Search:
