@@ -362,3 +362,48 @@ def test_public_names_and_keywords_match_captum(package):
             want = list(inspect.signature(getattr(getattr(theirs, name), method)).parameters)
             got = list(inspect.signature(getattr(getattr(ours, name), method)).parameters)
             assert got == want, (name, method)
+
+
+def test_captum_robustness_tutorial_calls_run_after_the_import_swap():
+    """The calls of Captum's CIFAR robustness tutorial, on a tiny CIFAR-shaped model, through both libraries."""
+    transforms = pytest.importorskip("torchvision.transforms")
+    from attrkit.testing import TinyImageCNN
+
+    net = TinyImageCNN(n_classes=10, seed=0).eval()
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    label = net(image).argmax(dim=1)
+    Metrics = namedtuple("Metrics", ["accuracy", "logit"])
+
+    def metric(model_out, target):
+        return Metrics((model_out.argmax(dim=1) == target).float(), model_out[:, target].mean())
+
+    def pixel_dropout(image, pixels_removed):
+        keep = torch.ones(1, 1, 32, 32)
+        keep.view(-1)[:pixels_removed] = 0
+        return image * keep
+
+    outs = []
+    for lib in (robust, captum_robust):
+        fgsm = lib.FGSM(net, lower_bound=-1, upper_bound=1).perturb(image, epsilon=0.16, target=label)
+        pgd = lib.PGD(net, nn.CrossEntropyLoss(reduction="none"), lower_bound=-1, upper_bound=1).perturb(
+            inputs=image, radius=0.13, step_size=0.02, step_num=7, target=torch.tensor([3]), targeted=True)
+        search = lib.MinParamPerturbation(forward_func=net, attack=pixel_dropout, arg_name="pixels_removed",
+                                          mode="linear", arg_min=0, arg_max=1024, arg_step=16, preproc_fn=None,
+                                          apply_before_preproc=True)
+        dropped, removed = search.evaluate(image, target=label, perturbations_per_eval=10)
+        comparator = lib.AttackComparator(forward_func=net, metric=metric)
+        comparator.add_attack(transforms.RandomRotation(degrees=30), "Random Rotation", num_attempts=5)
+        comparator.add_attack(transforms.GaussianBlur(kernel_size=3), "Gaussian Blur", num_attempts=1)
+        comparator.add_attack(lib.FGSM(net), "FGSM", attack_kwargs={"epsilon": 0.15},
+                              apply_before_preproc=False, additional_attack_arg_names=["target"])
+        torch.manual_seed(0)
+        results = comparator.evaluate(image, target=label)
+        outs.append((fgsm, pgd, dropped, removed, results, comparator.summary()))
+    (f1, p1, d1, r1, res1, s1), (f2, p2, d2, r2, res2, s2) = outs
+    _same(f1, f2)
+    _same(p1, p2)
+    assert r1 == r2 and isinstance(r1, int)
+    if r1 is not None:
+        _same(d1, d2)
+    _same_results(res1, res2)
+    _same_results(s1, s2)
