@@ -46,3 +46,7 @@ __all__ = [
     "LLMGradientAttribution", "LLMAttributionResult", "RemoteLLMAttribution", "RemoteLLMProvider",
     "merge_subword_tokens",
 ]
+
+from .attention import AttentionRollout, GradientWeightedAttention, vit_token_grid  # noqa: E402
+
+__all__ += ["AttentionRollout", "GradientWeightedAttention", "vit_token_grid"]
