@@ -105,6 +105,17 @@ def test_layer_grad_cam_on_vit_tokens_matches_captum_on_the_grid(where, relu):
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("method", ["LayerGradientXActivation", "LayerActivation"])
+def test_other_layer_methods_give_token_maps_that_vit_token_grid_lays_out(method):
+    captum_attr = pytest.importorskip("captum.attr")
+    vit, x = _tiny_vit(), _images()
+    probed = copy.deepcopy(vit)
+    kwargs = {} if method == "LayerActivation" else {"target": 3}
+    expected = getattr(captum_attr, method)(probed, _probe_layer(probed, "last ln_1")).attribute(x, **kwargs)
+    tokens = getattr(attrkit, method)(vit, _block_layer(vit, "last ln_1")).attribute(x, **kwargs)
+    torch.testing.assert_close(vit_token_grid(tokens), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_layer_grad_cam_default_is_unchanged_and_bad_transform_is_named():
     vit, x = _tiny_vit(), _images()
     layer = vit.encoder.layers[1]
