@@ -49,3 +49,7 @@ __all__ = [
     "merge_subword_tokens",
     "ModelInputWrapper", "get_exp_kernel_similarity_function",
 ]
+
+from .attention import AttentionRollout, GradientWeightedAttention, vit_token_grid  # noqa: E402
+
+__all__ += ["AttentionRollout", "GradientWeightedAttention", "vit_token_grid"]

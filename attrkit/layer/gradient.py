@@ -117,6 +117,14 @@ class LayerGradCam(LayerGradientAttribution):
     dimensions use the gradient as it is. Upsample the map to the input's size with
     :meth:`LayerAttribution.interpolate`.
 
+    On a vision transformer the layer's output is a token sequence (N, 1+P, D), not a
+    channel grid: pass ``reshape_transform=attrkit.vit_token_grid`` (or any function of
+    one tensor) and Grad-CAM runs on what it returns, here the patch grid (N, D, h, w)
+    without the class token (as pytorch-grad-cam's ``reshape_transform``). The default
+    ``None`` leaves the layer's values as they are (Captum's behaviour). Choose a layer
+    before the last block's attention (e.g. torchvision's ``encoder.layers[-1].ln_1``):
+    the last block's output reaches the head only through the class token.
+
     Selvaraju et al. (2017), *Grad-CAM: Visual Explanations from Deep Networks via
     Gradient-based Localization*, https://arxiv.org/abs/1610.02391
 
@@ -131,11 +139,17 @@ class LayerGradCam(LayerGradientAttribution):
     """
 
     def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False,
-                  relu_attributions: bool = False, attr_dim_summation: bool = True, grad_kwargs: dict | None = None):
+                  relu_attributions: bool = False, attr_dim_summation: bool = True, grad_kwargs: dict | None = None,
+                  reshape_transform: Callable | None = None):
         xs, _ = plumbing.as_tuple(inputs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
+        if reshape_transform is not None and not callable(reshape_transform):
+            raise TypeError("`reshape_transform` must be None or a function of one tensor (e.g. "
+                            f"attrkit.vit_token_grid), got {type(reshape_transform).__name__}.")
         grads, acts = layer_gradients(self.forward_func, self.layer, xs, target, args, attribute_to_layer_input,
                                       grad_kwargs=grad_kwargs)
+        if reshape_transform is not None:  # a linear re-arrangement: the gradient moves with its activation
+            grads, acts = tuple(map(reshape_transform, grads)), tuple(map(reshape_transform, acts))
 
         def cam(g: Tensor, a: Tensor) -> Tensor:
             channel_weights = g.mean(dim=tuple(range(2, g.dim())), keepdim=True) if g.dim() > 2 else g
