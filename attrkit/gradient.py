@@ -11,6 +11,7 @@ reuse it with a different gradient function.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import os
@@ -179,6 +180,13 @@ class IntegratedGradients(GradientAttribution):
     sum to 1 here and to (n - 1)/n in Captum, so results are Captum's times n / (n - 1) for
     ``n_steps`` = n (every method built on this integral shares it); the other methods agree.
 
+    ``n_steps="auto"`` (an attrkit addition) doubles the steps from ``auto_start_steps`` (32) until every
+    example's ``|delta| <= auto_rtol * |F(x) - F(b)| + auto_atol`` (5 % and 1e-5), up to ``auto_max_steps``
+    (1024; beyond it a warning says the integral has not converged). The steps used are kept in
+    ``last_n_steps`` and the last deltas in ``last_delta``; all four are attributes, set them on the instance
+    to change them. The cost is at most about twice that of the final step count. The check needs the
+    completeness property, so ``multiply_by_inputs=False`` cannot use it.
+
     Example:
         >>> import torch
         >>> from attrkit import IntegratedGradients
@@ -187,28 +195,66 @@ class IntegratedGradients(GradientAttribution):
         >>> attr, delta = ig.attribute(torch.tensor([[1.0, 2.0, 3.0]]), target=0, return_convergence_delta=True)
         >>> bool(delta.abs().max() < 1e-3)
         True
+        >>> attr = ig.attribute(torch.tensor([[1.0, 2.0, 3.0]]), torch.rand(1, 3), target=0, n_steps="auto")
+        >>> ig.last_n_steps >= 32 and bool(ig.last_delta.abs().max() <= 0.05 * attr.sum().abs() + 1e-5)
+        True
     """
 
     _has_convergence_delta = True
+    auto_start_steps: int = 32
+    auto_max_steps: int = 1024
+    auto_rtol: float = 0.05
+    auto_atol: float = 1e-5
 
     def __init__(self, forward_func: Callable, multiply_by_inputs: bool = True):
         super().__init__(forward_func, multiply_by_inputs)
+        self.last_n_steps: int | None = None
+        self.last_delta: Tensor | None = None
 
     def attribute(
-        self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
+        self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int | str = 50,
         method: str = "gausslegendre", internal_batch_size: int | None = None, return_convergence_delta: bool = False,
     ):
         xs, is_tuple = plumbing.as_tuple(inputs)
         bs = plumbing.format_baselines(baselines, xs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
+        if isinstance(n_steps, str):
+            attrs, delta = self._auto_steps(n_steps, xs, bs, target, args, method, internal_batch_size)
+            result = plumbing.restore(attrs, is_tuple)
+            return (result, delta) if return_convergence_delta else result
+        attrs = self._integrate(xs, bs, target, args, method, n_steps, internal_batch_size)
+        self.last_n_steps, self.last_delta = n_steps, None
+        result = plumbing.restore(attrs, is_tuple)
+        return self._with_delta(result, return_convergence_delta, attrs, bs, xs, target, args)
 
+    def _integrate(self, xs, bs, target, args, method, n_steps, internal_batch_size) -> tuple[Tensor, ...]:
         def grad_fn(points, t, a):
             return self.gradient_func(self.forward_func, points, t, a)
 
         grads = path_integral(grad_fn, xs, bs, method, n_steps, target, args, internal_batch_size)
-        attrs = times_change(grads, xs, bs) if self.multiplies_by_inputs else grads
-        result = plumbing.restore(attrs, is_tuple)
-        return self._with_delta(result, return_convergence_delta, attrs, bs, xs, target, args)
+        return times_change(grads, xs, bs) if self.multiplies_by_inputs else grads
+
+    def _auto_steps(self, n_steps, xs, bs, target, args, method, internal_batch_size):
+        """``n_steps="auto"``: double the steps until every delta is within tolerance (or the cap is reached)."""
+        if n_steps != "auto":
+            raise ValueError(f'`n_steps` must be a positive int or "auto"; got {n_steps!r}.')
+        if not self.multiplies_by_inputs:
+            raise ValueError('`n_steps="auto"` checks completeness, which needs multiply_by_inputs=True.')
+        n = plumbing.check_positive_int(self.auto_start_steps, "auto_start_steps")
+        while True:
+            attrs = self._integrate(xs, bs, target, args, method, n, internal_batch_size)
+            delta = self.compute_convergence_delta(attrs, bs, xs, target, args)
+            gain = plumbing.sum_per_example(attrs).to(delta.dtype) - delta
+            converged = bool((delta.abs() <= self.auto_rtol * gain.abs() + self.auto_atol).all())
+            if converged or n >= self.auto_max_steps:
+                break
+            n = min(2 * n, self.auto_max_steps)
+        self.last_n_steps, self.last_delta = n, delta
+        if not converged:
+            warnings.warn(f"Integrated Gradients has not converged at auto_max_steps={n}: the largest |delta| is "
+                          f"{delta.abs().max().item():.3g} (tolerance {self.auto_rtol:.0%} of the output change).",
+                          stacklevel=3)
+        return attrs, delta
 
 
 def times_change(grads: tuple, inputs: tuple, baselines: tuple) -> tuple[Tensor, ...]:

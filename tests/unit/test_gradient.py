@@ -265,3 +265,48 @@ def test_ig_with_many_steps_and_no_internal_batch_size_matches_captum_in_several
     got = IntegratedGradients(model).attribute(x, target=0, n_steps=200)
     assert len(model.rows) > 2 and max(model.rows) < 2 * 200
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+# --------------------------------------------------------------------------- n_steps="auto"
+def _steep(x):
+    """A sigmoid step 200 times steeper than the path is long: 50 Gauss-Legendre points miss it."""
+    return torch.sigmoid(200 * (x - 0.37)).sum(1, keepdim=True)
+
+
+def test_auto_steps_converge_where_the_default_does_not():
+    x, base = torch.tensor([[1.0, 0.8]]), torch.zeros(1, 2)
+    ig = IntegratedGradients(_steep)
+    gain = (_steep(x) - _steep(base)).squeeze(1)
+    _, fixed = ig.attribute(x, base, target=0, return_convergence_delta=True)
+    assert ig.last_n_steps == 50 and (fixed.abs() > 0.05 * gain.abs()).any()
+    attr, delta = ig.attribute(x, base, target=0, n_steps="auto", return_convergence_delta=True)
+    assert ig.last_n_steps > 50 and ig.last_n_steps <= ig.auto_max_steps
+    assert (delta.abs() <= 0.05 * gain.abs()).all()
+    torch.testing.assert_close(delta, ig.last_delta)
+    torch.testing.assert_close(attr.sum(1) - gain, delta, atol=1e-5, rtol=0)
+
+
+def test_auto_steps_stop_at_the_start_when_converged_and_match_fixed_steps():
+    model = MLP(act=torch.nn.Tanh)
+    x = torch.randn(3, 10)
+    ig = IntegratedGradients(model)
+    auto = ig.attribute(x, target=1, n_steps="auto")
+    assert ig.last_n_steps == ig.auto_start_steps == 32
+    torch.testing.assert_close(auto, ig.attribute(x, target=1, n_steps=32))
+
+
+def test_auto_steps_warn_at_the_cap_and_honour_instance_settings():
+    ig = IntegratedGradients(_steep)
+    ig.auto_start_steps, ig.auto_max_steps = 4, 8
+    with pytest.warns(UserWarning, match="not converged"):
+        ig.attribute(torch.tensor([[1.0, 0.8]]), target=0, n_steps="auto")
+    assert ig.last_n_steps == 8
+    ig.auto_rtol = 10.0  # a loose tolerance: the first step count is enough
+    ig.attribute(torch.tensor([[1.0, 0.8]]), target=0, n_steps="auto")
+    assert ig.last_n_steps == 4
+
+
+def test_auto_steps_bad_values():
+    ig = IntegratedGradients(ToyModel())
+    _raises(ValueError, "`n_steps`", ig.attribute, torch.rand(2, 3), target=0, n_steps="many")
+    _raises(ValueError, "multiply_by_inputs", IntegratedGradients(ToyModel(), multiply_by_inputs=False).attribute,
+            torch.rand(2, 3), target=0, n_steps="auto")
