@@ -46,3 +46,4 @@ __all__ = [
     "LLMGradientAttribution", "LLMAttributionResult", "RemoteLLMAttribution", "RemoteLLMProvider",
     "merge_subword_tokens",
 ]
+from .attnlrp import AttnLRP  # noqa: E402  (issue 25: LRP through transformers)
