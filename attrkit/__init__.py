@@ -47,3 +47,4 @@ __all__ = [
     "merge_subword_tokens",
 ]
 from .attnlrp import AttnLRP  # noqa: E402  (issue 25: LRP through transformers)
+__all__ += ["AttnLRP"]
