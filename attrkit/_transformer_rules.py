@@ -186,14 +186,27 @@ def _layer_norm_args(input, normalized_shape, weight=None, bias=None, eps=1e-5):
 
 
 def _with_attention_patched(func, args, kwargs):
-    """``nn.MultiheadAttention``'s functional body calls ``F.scaled_dot_product_attention`` while this mode is
-    paused; patch that one name for the duration of the call."""
-    original = F.scaled_dot_product_attention
-    F.scaled_dot_product_attention = attention
+    """``nn.MultiheadAttention``'s functional body runs while this mode is paused; for the duration of the call,
+    patch the names it computes attention with: ``F.scaled_dot_product_attention`` (``need_weights=False``) and
+    ``torch.bmm`` / ``torch.baddbmm`` (``need_weights=True``)."""
+    originals = {(F, "scaled_dot_product_attention"): attention,
+                 (torch, "bmm"): lambda a, b: product(_BMM, a, b),
+                 (torch, "baddbmm"): lambda c, a, b, **kw: _baddbmm(c, a, b, **kw)}
+    saved = {key: getattr(*key) for key in originals}
     try:
+        for (owner, name), replacement in originals.items():
+            setattr(owner, name, replacement)
         return func(*args, **kwargs)
     finally:
-        F.scaled_dot_product_attention = original
+        for (owner, name), original in saved.items():
+            setattr(owner, name, original)
+
+
+_BMM, _BADDBMM = torch.bmm, torch.baddbmm
+
+
+def _baddbmm(c, a, b, beta=1, alpha=1):
+    return beta * c + alpha * product(_BMM, a, b)
 
 
 # --------------------------------------------------------------------------- composite modules

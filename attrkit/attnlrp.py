@@ -72,9 +72,11 @@ class AttnLRP(GradientAttribution):
                 grads, values = layer_gradients(self.forward_func, layer, xs, target, args, attribute_to_layer_input)
         _warn_uncovered(rewriter.uncovered)
         relevance = tuple(v.detach() * g for v, g in zip(values, grads))
-        output = plumbing.scalar_outputs(self.forward_func, xs, target, args)
         result = plumbing.restore(relevance, is_tuple if layer is None else len(relevance) > 1)
-        return self._with_delta(result, return_convergence_delta, relevance, output)
+        if not return_convergence_delta:
+            return result
+        return result, self.compute_convergence_delta(relevance, plumbing.scalar_outputs(self.forward_func, xs,
+                                                                                            target, args))
 
     def compute_convergence_delta(self, attributions, output: Tensor) -> Tensor:
         """Relevance lost on the way (to biases and softmax): ``output - sum(attributions)`` per example."""

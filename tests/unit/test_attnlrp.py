@@ -222,3 +222,31 @@ def test_an_uncovered_operation_is_named_in_a_warning():
 def test_model_must_be_a_module():
     with pytest.raises(TypeError, match="model"):
         AttnLRP(lambda x: x.sum(-1))
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_multihead_attention_both_paths_match_the_reference(need_weights):
+    """``nn.MultiheadAttention`` computes attention with SDPA or, when asked for its weights, with bmm: both
+    get the rules, and the module's functions are restored afterwards."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(6, 1, bias=False, batch_first=True).double().eval()
+    block = OneBlock(sdpa=True).double().eval()
+    wq, wk, wv = mha.in_proj_weight.detach().chunk(3)
+    for name, w in zip("qkvo", (wq, wk, wv, mha.out_proj.weight.detach())):
+        getattr(block, name).weight.data.copy_(w)
+    causal = ~torch.ones(5, 5, dtype=torch.bool).tril()
+
+    class ViaMHA(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha, self.readout = mha, block.readout
+
+        def forward(self, x):
+            return self.readout(x + self.mha(x, x, x, attn_mask=causal, need_weights=need_weights)[0])[:, -1]
+
+    bmm, sdpa = torch.bmm, nn.functional.scaled_dot_product_attention
+    x = torch.randn(2, 5, 6, dtype=torch.double)
+    attr = AttnLRP(ViaMHA()).attribute(x, target=0)
+    torch.testing.assert_close(attr, torch.stack([reference_relevance(block, xi, 0) for xi in x]), rtol=1e-6,
+                               atol=1e-8)
+    assert torch.bmm is bmm and nn.functional.scaled_dot_product_attention is sdpa
