@@ -150,6 +150,7 @@ class _Rewriter(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        first = args[0] if args else kwargs.get("input")
         if func in _PRODUCTS and _two_activations(args[:2]):
             return product(func, *args, **kwargs)
         if func is torch.einsum and len(args) == 3 and _two_activations(args[1:]):
@@ -158,12 +159,12 @@ class _Rewriter(TorchFunctionMode):
             return attention(*args, **kwargs)
         if func is F.multi_head_attention_forward:
             return _with_attention_patched(func, args, kwargs)
-        if func is F.layer_norm and _carries(args[0]):
+        if func is F.layer_norm and _carries(first):
             return _LayerNormRule.apply(*_layer_norm_args(*args, **kwargs))
         out = func(*args, **kwargs)
-        if func in _ELEMENTWISE and _carries(args[0]) and isinstance(out, Tensor):
-            return identity_rule(args[0], out)
-        if func in _UNCOVERED and _carries(args[0]) or func in _DIVISIONS and _two_activations(args[:2]):
+        if func in _ELEMENTWISE and _carries(first) and isinstance(out, Tensor):
+            return identity_rule(first, out)
+        if func in _UNCOVERED and _carries(first) or func in _DIVISIONS and _two_activations(args[:2]):
             self._note(func)
         return out
 
@@ -189,12 +190,10 @@ def _with_attention_patched(func, args, kwargs):
     """``nn.MultiheadAttention``'s functional body runs while this mode is paused; for the duration of the call,
     patch the names it computes attention with: ``F.scaled_dot_product_attention`` (``need_weights=False``) and
     ``torch.bmm`` / ``torch.baddbmm`` (``need_weights=True``)."""
-    originals = {(F, "scaled_dot_product_attention"): attention,
-                 (torch, "bmm"): lambda a, b: product(_BMM, a, b),
-                 (torch, "baddbmm"): lambda c, a, b, **kw: _baddbmm(c, a, b, **kw)}
-    saved = {key: getattr(*key) for key in originals}
+    replacements = {(F, "scaled_dot_product_attention"): attention, (torch, "bmm"): _bmm, (torch, "baddbmm"): _baddbmm}
+    saved = {key: getattr(*key) for key in replacements}
     try:
-        for (owner, name), replacement in originals.items():
+        for (owner, name), replacement in replacements.items():
             setattr(owner, name, replacement)
         return func(*args, **kwargs)
     finally:
@@ -202,11 +201,15 @@ def _with_attention_patched(func, args, kwargs):
             setattr(owner, name, original)
 
 
-_BMM, _BADDBMM = torch.bmm, torch.baddbmm
+_BMM = torch.bmm
+
+
+def _bmm(a, b):
+    return product(_BMM, a, b) if _two_activations((a, b)) else _BMM(a, b)
 
 
 def _baddbmm(c, a, b, beta=1, alpha=1):
-    return beta * c + alpha * product(_BMM, a, b)
+    return beta * c + alpha * _bmm(a, b)
 
 
 # --------------------------------------------------------------------------- composite modules

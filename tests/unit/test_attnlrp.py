@@ -94,7 +94,8 @@ class Logits(nn.Module):
         self.model = model
 
     def forward(self, embeds):
-        logits = self.model(inputs_embeds=embeds, **({} if hasattr(self.model, "bert") else {"use_cache": False})).logits
+        no_cache = {} if hasattr(self.model, "bert") else {"use_cache": False}
+        logits = self.model(inputs_embeds=embeds, **no_cache).logits
         return logits[:, -1] if logits.dim() == 3 else logits
 
 
