@@ -27,7 +27,9 @@ while the attribution runs) that rewrites these torch functions however they are
 ``F.gelu(x)``, ``q @ k.transpose(-1, -2)``; ``F.scaled_dot_product_attention`` (Hugging Face's default
 attention, ``nn.MultiheadAttention``) is computed step by step with the rules above. Hugging Face's composite
 modules (``LlamaRMSNorm``, ``NewGELUActivation``) get a module rule from :mod:`attrkit._rules`. Forward values
-never change; nothing in the model is edited.
+never change; nothing in the model is edited. (``nn.MultiheadAttention``'s body runs while the mode is paused,
+so for that one call ``F.scaled_dot_product_attention``, ``torch.bmm`` and ``torch.baddbmm`` are swapped for
+the rule versions and put back afterwards: not safe if another thread uses them at the same moment.)
 """
 from __future__ import annotations
 
