@@ -53,3 +53,6 @@ __all__ = [
 from .attention import AttentionRollout, GradientWeightedAttention, vit_token_grid  # noqa: E402
 
 __all__ += ["AttentionRollout", "GradientWeightedAttention", "vit_token_grid"]
+
+from .attnlrp import AttnLRP  # noqa: E402  (issue 25: LRP through transformers)
+__all__ += ["AttnLRP"]

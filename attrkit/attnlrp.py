@@ -1,0 +1,92 @@
+"""AttnLRP: layer-wise relevance propagation through transformers, in one backward pass."""
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+from torch import Tensor, nn
+
+from . import _plumbing as plumbing
+from ._hooks import layer_gradients, module_of
+from ._rules import _first_caller_outside_attrkit
+from ._transformer_rules import transformer_rules
+from .base import GradientAttribution
+
+
+class AttnLRP(GradientAttribution):
+    r"""Layer-wise relevance propagation for transformers (AttnLRP), as relevance = input × modified gradient.
+
+    The explained output's value is its relevance; the rules of :mod:`attrkit._transformer_rules` pass it back
+    through attention (softmax and the two products ``q·kᵀ`` and ``attention·v``), normalisation, gated MLPs,
+    nonlinearities, residual additions and linear layers, in *one* forward and backward pass. The model is used
+    as it is: attention computed inside ``F.scaled_dot_product_attention`` (Hugging Face's default, and
+    ``nn.MultiheadAttention`` in torchvision's ViT) or written out with ``torch.matmul`` and softmax (Hugging
+    Face's eager attention) is rewritten only while ``attribute`` runs, and no hook, flag or setting of the model
+    is left changed.
+
+    Relevance is conserved up to what biases and softmax's bias term absorb (the paper's rules are not exactly
+    conservative there): ``return_convergence_delta=True`` returns ``output - sum(attributions)`` per example.
+    A call that runs through a nonlinear operation no rule covers (a division of two activations, ``exp``, ...)
+    warns, naming the module.
+
+    Inputs are float tensors (pixels, or token embeddings: pass ``inputs_embeds`` for a language model).
+    With ``layer=`` the relevance is computed at that module's output (or input, with
+    ``attribute_to_layer_input=True``), e.g. at a ViT's first encoder block to see the relevance of the patch
+    embeddings after the position embeddings were added.
+
+    Achtibat et al. (2024), *AttnLRP: Attention-Aware Layer-Wise Relevance Propagation for Transformers*, ICML,
+    https://arxiv.org/abs/2402.05602
+
+    Args:
+        forward_func: an ``nn.Module``, or a function that runs ``model`` (then pass ``model``).
+        model: the module whose calls get the rules (default: ``forward_func`` or the owner of its bound method).
+
+    Example:
+        >>> import torch
+        >>> from torchvision.models import VisionTransformer
+        >>> from attrkit import AttnLRP
+        >>> vit = VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=3).eval()
+        >>> attr, delta = AttnLRP(vit).attribute(torch.rand(2, 3, 32, 32), target=1, return_convergence_delta=True)
+        >>> attr.shape, delta.shape
+        (torch.Size([2, 3, 32, 32]), torch.Size([2]))
+    """
+
+    _multiplies_by_inputs = True
+    _has_convergence_delta = True
+
+    def __init__(self, forward_func: Callable, model: nn.Module | None = None):
+        super().__init__(forward_func)
+        self.model = model if model is not None else module_of(forward_func)
+        if not isinstance(self.model, nn.Module):
+            raise TypeError("`model` must be the nn.Module that `forward_func` runs (AttnLRP rewrites its calls), "
+                            f"got {type(model).__name__}.")
+
+    def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta: bool = False,
+                  layer: nn.Module | None = None, attribute_to_layer_input: bool = False):
+        xs, is_tuple = plumbing.as_tuple(inputs)
+        target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
+        with transformer_rules(self.model) as rewriter:
+            if layer is None:
+                grads, values = self.gradient_func(self.forward_func, xs, target, args), xs
+            else:
+                grads, values = layer_gradients(self.forward_func, layer, xs, target, args, attribute_to_layer_input)
+        _warn_uncovered(rewriter.uncovered)
+        relevance = tuple(v.detach() * g for v, g in zip(values, grads))
+        result = plumbing.restore(relevance, is_tuple if layer is None else len(relevance) > 1)
+        if not return_convergence_delta:
+            return result
+        return result, self.compute_convergence_delta(relevance, plumbing.scalar_outputs(self.forward_func, xs,
+                                                                                            target, args))
+
+    def compute_convergence_delta(self, attributions, output: Tensor) -> Tensor:
+        """Relevance lost on the way (to biases and softmax): ``output - sum(attributions)`` per example."""
+        attrs, _ = plumbing.as_tuple(attributions, "attributions")
+        return output.reshape(-1) - plumbing.sum_per_example(attrs).reshape(-1)
+
+
+def _warn_uncovered(uncovered: dict):
+    if uncovered:
+        warnings.warn(
+            f"AttnLRP: {' and '.join(uncovered)} {'has' if len(uncovered) == 1 else 'have'} no AttnLRP rule, so the "
+            "ordinary gradient is used there and relevance may not be conserved. Compute it in a module and give "
+            "that module a rule, or check the convergence delta.", stacklevel=_first_caller_outside_attrkit())
