@@ -170,7 +170,8 @@ def _random_iou(n: int, k: Tensor, m: Tensor, dtype) -> Tensor:
     def log_choose(a, b):
         return torch.lgamma(a + 1) - torch.lgamma(b + 1) - torch.lgamma((a - b).clamp(min=0) + 1)
 
-    log_pmf = log_choose(mm, i) + log_choose(n - mm, (kk - i).clamp(min=0)) - log_choose(torch.tensor(float(n)), kk)
+    total = torch.full_like(kk, float(n))
+    log_pmf = log_choose(mm, i) + log_choose(total - mm, (kk - i).clamp(min=0)) - log_choose(total, kk)
     pmf = torch.where(valid, log_pmf.exp(), torch.zeros_like(log_pmf))
     iou = i / (kk + mm - i).clamp(min=1)
     return (pmf * iou).sum(1).to(dtype)
