@@ -16,11 +16,27 @@ Beyond Captum, the two checks the literature asks of every saliency map:
   model's weights are re-initialised? (Adebayo et al. 2018). It reports
   :func:`spearman_correlation` and :func:`ssim` per layer.
 
+Does a map fall on the object? Each against the score of a random map on the same mask
+(:mod:`attrkit.metrics.localisation`):
+
+* :func:`pointing_game` (Zhang et al. 2018), :func:`relevance_mass_accuracy` = :func:`energy_pointing_game`
+  (Arras et al. 2022; Wang et al. 2020), :func:`relevance_rank_accuracy`, :func:`top_k_iou`, and
+  :func:`localisation` for all four; each returns a :class:`Localisation` ``(score, random)``.
+
 Plots: :func:`plot_pixel_flipping`, :func:`plot_model_randomization` (matplotlib,
 imported only when you plot).
 """
 from .fidelity import infidelity, infidelity_perturb_func_decorator, sensitivity_max
 from .flipping import pixel_flipping
+from .localisation import (
+    Localisation,
+    energy_pointing_game,
+    localisation,
+    pointing_game,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+    top_k_iou,
+)
 from .plots import plot_model_randomization, plot_pixel_flipping
 from .randomization import (
     ModelRandomizationResult,
@@ -34,4 +50,6 @@ __all__ = [
     "infidelity", "infidelity_perturb_func_decorator", "sensitivity_max",
     "pixel_flipping", "model_randomization", "ModelRandomizationResult", "RandomizationRecord",
     "spearman_correlation", "ssim", "plot_pixel_flipping", "plot_model_randomization",
+    "Localisation", "pointing_game", "relevance_mass_accuracy", "energy_pointing_game", "relevance_rank_accuracy",
+    "top_k_iou", "localisation",
 ]

@@ -2,6 +2,7 @@
 
 * :mod:`attrkit.zoo.assets` — photos and data sets by name, from the cache, a mirror or their public URL
   (``python -m attrkit.assets list``);
+* :mod:`attrkit.zoo.annotations` — the Oxford-IIIT Pet sample's outlines and head boxes as masks;
 * :mod:`attrkit.zoo.models` — an ImageNet classifier and the fastai pets learner, ready to explain;
 * :mod:`attrkit.zoo.text_models` — the Sentence Polarity corpus, GloVe vectors, MiniLM and SmolLM2, offline from
   pinned package files.

@@ -10,12 +10,14 @@ HTML = ROOT / "book" / "_build" / "html"
 SHOTS = ROOT / "book" / "_build" / "screenshots"
 PAGES = ["intro", "notebooks/01_toy_model", "notebooks/02_imagenet_penguin_swan", "notebooks/03_fastai_pets",
          "notebooks/04_text_sentiment", "notebooks/05_llm_prompts",
-         "notebooks/06_tabular", "gallery/index", "reference/gradient", "performance", "data_sources"]
+         "notebooks/06_tabular", "notebooks/11_segmentation", "gallery/index", "reference/gradient", "performance",
+         "data_sources"]
 pytestmark = pytest.mark.browser
 # figures each executed notebook draws at its default parameters (plots, heat maps, fastai's views)
 MIN_FIGURES = {"notebooks/01_toy_model": 2, "notebooks/02_imagenet_penguin_swan": 12,
                "notebooks/03_fastai_pets": 6, "notebooks/04_text_sentiment": 2,
-               "notebooks/05_llm_prompts": 5, "notebooks/06_tabular": 2}
+               "notebooks/05_llm_prompts": 5, "notebooks/06_tabular": 2,
+               "notebooks/11_segmentation": 3}
 # pages with a kernel-free explorer (attrkit.insights.static), and their controls
 EXPLORERS = {"notebooks/02_imagenet_penguin_swan": {"picture", "method", "sign"},
              "notebooks/03_fastai_pets": {"method", "sign"},
