@@ -6,7 +6,7 @@ from collections import namedtuple
 from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from .. import _plumbing as plumbing
-from .._batching import threads_beside_others
+from .._threads import threads_beside_others
 from ..dataset import Max, Mean, Min, Summarizer
 from ._batched import forward_many, per_eval
 

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _plumbing as plumbing
-from .._batching import threads_beside_others
+from .._threads import threads_beside_others
 from ._batched import forward_many, per_eval
 
 _MODES = ("linear", "binary")
