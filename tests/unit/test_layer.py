@@ -14,11 +14,11 @@ from attrkit import (FeatureAblation, GuidedGradCam, InternalInfluence, LayerAct
                      LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients)
 from attrkit.testing import BranchCNN, ResidualCNN, SmallCNN, TinyTextModel
 from cases_layer import DeepLiftCNN
-import captum.attr as C
 import attrkit as A
 from _helpers import NOARG, X, bytes_model_and_images, close, seeded_linear, seeded_mlp
 
 captum_attr = pytest.importorskip("captum.attr")
+C = captum_attr
 
 GRADIENT_LAYER_METHODS = [LayerGradientXActivation, LayerConductance, InternalInfluence, LayerGradCam,
                           LayerIntegratedGradients]

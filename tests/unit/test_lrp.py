@@ -8,11 +8,11 @@ import attrkit
 from attrkit import LRP, Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule, LayerLRP
 from attrkit.testing import ResidualCNN
 from cases_deeplift import LRPNet
-import captum.attr as C
 import attrkit as A
 from _helpers import Add, X, close, seeded_linear
 
 captum_attr = pytest.importorskip("captum.attr")
+C = captum_attr
 captum_rules = pytest.importorskip("captum.attr._utils.lrp_rules")
 
 

@@ -12,11 +12,11 @@ from attrkit import (Deconvolution, DeepLift, FeatureAblation, GuidedBackprop, L
                      NeuronIntegratedGradients)
 from attrkit.testing import BranchCNN, ResidualCNN, SmallCNN, ToyModel
 import warnings
-import captum.attr as C
 import attrkit as A
 from _helpers import X, bytes_model_and_images, close, seeded_mlp
 
 captum_attr = pytest.importorskip("captum.attr")
+C = captum_attr
 
 NEURON_METHODS = [NeuronGradient, NeuronIntegratedGradients, NeuronConductance, NeuronDeepLift, NeuronDeepLiftShap,
                   NeuronGuidedBackprop, NeuronDeconvolution, NeuronFeatureAblation]

@@ -11,10 +11,10 @@ from attrkit import (IntegratedGradients, LayerIntegratedGradients, ProductBasel
                      configure_interpretable_embedding_layer, remove_interpretable_embedding_layer)
 from attrkit.testing import TinyTextModel
 from torch import nn
-import captum.attr as C
 from _helpers import close
 
 captum_attr = pytest.importorskip("captum.attr")
+C = captum_attr
 
 
 def _configure(model, name="embedding"):
