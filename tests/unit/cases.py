@@ -4,7 +4,7 @@ Each algorithm family adds its cases in a ``cases_<family>.py`` module beside th
 one (a ``CASES`` list of :class:`Case`); ``test_cross_cutting.py`` runs every case
 through the same checks: agreement with the Captum oracle, hooks/flags/modes
 restored (also after an error), results independent of the batch size, and
-tuple-in/tuple-out shapes.
+tuple-in/tuple-out shapes (each case says what its shape follows).
 """
 from __future__ import annotations
 
@@ -37,6 +37,16 @@ class Case:
     batch_values: tuple = (1, 3)
     bad_kwargs: dict | None = None  # keyword arguments that must raise (ValueError/TypeError)
     captum_kwargs: dict | None = None  # if Captum needs different keywords for the same computation
+    shape: str | None = None       # what the result's shape follows: "inputs", "layer" (each tensor the layer
+    #                                produces or receives) or "layer-summed" (the same, channels summed to one, as
+    #                                Grad-CAM does); None: "inputs" without a layer, "layer" with one
+
+    def __post_init__(self):
+        if self.shape is None:
+            self.shape = "inputs" if self.layer is None else "layer"
+        if self.shape not in ("inputs", "layer", "layer-summed"):
+            raise ValueError(f"case {self.name}: `shape` must be 'inputs', 'layer' or 'layer-summed', "
+                             f"not {self.shape!r}")
 
     def __str__(self):
         return self.name

@@ -6,6 +6,9 @@ import torch
 
 import attrkit
 from cases import Case, build, load_cases, make_inputs
+from torch import nn
+import attrkit as A
+from _helpers import X
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -104,15 +107,50 @@ def _layer_values(case, inputs):
 def test_shapes_follow_inputs(case):
     inputs = make_inputs(case)
     out, _ = _split(case, _run(case, attrkit, inputs))
-    if case.layer is None or case.method.startswith("Neuron") or case.method == "GuidedGradCam":
+    if case.shape == "inputs":
         assert isinstance(out, tuple) == isinstance(inputs, tuple)
         for a, x in zip(_tuple(out), _tuple(inputs)):
             assert a.shape == x.shape and a.device == x.device
     else:  # layer results follow the layer: a tensor per tensor it produces (a tuple for several)
         expected = _layer_values(case, inputs)
-        if case.method == "LayerGradCam" and case.kwargs.get("attr_dim_summation", True):
-            expected = tuple(e[:, :1] for e in expected)  # Grad-CAM sums over the channels
+        if case.shape == "layer-summed":
+            expected = tuple(e[:, :1] for e in expected)  # one channel: the channels summed
         assert isinstance(out, tuple) == (len(expected) > 1)
         assert len(_tuple(out)) == len(expected)
         for a, e in zip(_tuple(out), expected):
             assert a.shape == e.shape and a.device == e.device
+
+
+# ------------------------------------------------------------------------ Captum drop-in: dtype kept by every method
+_FLOAT64 = [
+    ("Saliency", lambda m: A.Saliency(m), {}),
+    ("IntegratedGradients", lambda m: A.IntegratedGradients(m), {"n_steps": 8}),
+    ("DeepLift", lambda m: A.DeepLift(m), {}),
+    ("GuidedBackprop", lambda m: A.GuidedBackprop(m), {}),
+    ("FeatureAblation", lambda m: A.FeatureAblation(m), {}),
+    ("Occlusion", lambda m: A.Occlusion(m), {"sliding_window_shapes": (2,)}),
+    ("ShapleyValueSampling", lambda m: A.ShapleyValueSampling(m), {"n_samples": 2}),
+    ("Lime", lambda m: A.Lime(m), {"n_samples": 10}),
+    ("KernelShap", lambda m: A.KernelShap(m), {"n_samples": 10}),
+    ("LRP", lambda m: A.LRP(m), {}),
+    ("LayerConductance", lambda m: A.LayerConductance(m, m[0]), {"n_steps": 8}),
+    ("LayerIntegratedGradients", lambda m: A.LayerIntegratedGradients(m, m[0]), {"n_steps": 8}),
+    ("LayerGradCam", lambda m: A.LayerGradCam(m, m[0]), {}),
+    ("NoiseTunnel", lambda m: A.NoiseTunnel(A.Saliency(m)), {"nt_samples": 3}),
+]
+
+
+@pytest.mark.parametrize("make,kwargs", [(mk, kw) for _, mk, kw in _FLOAT64], ids=[n for n, _, _ in _FLOAT64])
+def test_float64_in_float64_out(make, kwargs):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double().eval()
+    out = make(model).attribute(X.double(), target=1, **kwargs)
+    assert out.dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ["NeuronGradient", "NeuronIntegratedGradients", "NeuronConductance"])
+def test_float64_in_float64_out_neuron(name):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).double().eval()
+    kwargs = {"target": 1} if name == "NeuronConductance" else {}
+    assert getattr(A, name)(model, model[0]).attribute(X.double(), 2, **kwargs).dtype == torch.float64

@@ -329,3 +329,50 @@ def test_a_nonlinearity_without_a_batch_dimension_is_named():
 
     with pytest.raises(ValueError, match="Sigmoid"):
         DeepLift(GateOnParameter()).attribute(torch.randn(2, 3))
+
+
+# ------------------------- Captum drop-in: half precision and warnings about modules DeepLift cannot explain exactly
+def test_deeplift_float16_is_finite_and_close_to_float32():
+    model, x = SmallCNN().eval(), torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    expected = DeepLift(model).attribute(x, target=0)
+    got = DeepLift(model.half()).attribute(x.half(), target=0)
+    assert got.dtype == torch.float16
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), expected, rtol=0.05, atol=0.05 * float(expected.abs().max()))
+
+
+def test_deeplift_bfloat16_is_finite():  # bf16 already works; keep it so
+    model, x = SmallCNN().eval(), torch.randn(2, 1, 8, 8)
+    assert torch.isfinite(DeepLift(model.bfloat16()).attribute(x.bfloat16(), target=0)).all()
+
+
+def test_deeplift_adaptive_max_pool_warning_names_the_module():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.AdaptiveMaxPool2d(2), nn.Flatten(), nn.Linear(8, 2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DeepLift(model.eval()).attribute(torch.randn(2, 1, 6, 6), target=0)
+    messages = [str(w.message) for w in caught]
+    assert not any("is a function, not a module" in m for m in messages), messages
+
+
+def test_deeplift_warns_on_layernorm():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2)).eval()
+    with pytest.warns(UserWarning, match="LayerNorm"):
+        DeepLift(model).attribute(torch.randn(2, 3), target=0)
+
+
+def test_deeplift_warns_on_attention():
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.attn = nn.MultiheadAttention(4, 1, batch_first=True)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.attn(x, x, x)[0].mean(1))
+
+    with pytest.warns(UserWarning, match="MultiheadAttention|attn"):
+        DeepLift(Attn().eval()).attribute(torch.randn(2, 3, 4), target=0)

@@ -5,6 +5,10 @@ import torch
 import attrkit
 from attrkit import GradientShap, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 from attrkit.testing import MLP, LinearModel, SmallCNN, ToyModel, TwoInputModel
+from torch import nn
+import captum.attr as C
+import attrkit as A
+from _helpers import NOARG, X, bytes_model_and_images, close, seeded_linear, seeded_mlp
 
 W = torch.tensor([[1.0, -2.0, 3.0, 0.5], [0.0, 4.0, -1.0, 2.0]])
 B = torch.tensor([0.3, -0.7])
@@ -310,3 +314,60 @@ def test_auto_steps_bad_values():
     _raises(ValueError, "`n_steps`", ig.attribute, torch.rand(2, 3), target=0, n_steps="many")
     _raises(ValueError, "multiply_by_inputs", IntegratedGradients(ToyModel(), multiply_by_inputs=False).attribute,
             torch.rand(2, 3), target=0, n_steps="auto")
+
+
+# ----------------------------------------------------------------------- Captum drop-in: the calls Captum users make
+@pytest.mark.parametrize("n_steps", [5, 10])
+def test_trapezoid_weights_sum_to_one_so_results_are_captums_times_n_over_n_minus_1(n_steps):
+    model = seeded_mlp()
+    kwargs = dict(target=1, n_steps=n_steps, method="riemann_trapezoid")
+    ratio = n_steps / (n_steps - 1)
+    close(A.IntegratedGradients(model).attribute(X, **kwargs),
+           C.IntegratedGradients(model).attribute(X, **kwargs) * ratio)
+    # NeuronConductance's default method is the trapezoid rule in both libraries
+    close(A.NeuronConductance(model, model[0]).attribute(X, 2, target=1, n_steps=n_steps),
+           C.NeuronConductance(model, model[0]).attribute(X, 2, target=1, n_steps=n_steps) * ratio)
+
+
+@pytest.mark.parametrize("with_inputs", [NOARG, pytest.param(True, id="inputs-arg")])
+@pytest.mark.parametrize("name", ["GradientShap", "DeepLiftShap"])
+def test_baselines_as_a_function(name, with_inputs):
+    model, base = seeded_mlp(), torch.rand(3, 4, generator=torch.Generator().manual_seed(5))
+    fn = (lambda inputs: base) if with_inputs else (lambda: base)
+    kwargs = {"n_samples": 6} if name == "GradientShap" else {}
+    torch.manual_seed(0)
+    expected = getattr(A, name)(model).attribute(X, baselines=base, target=1, **kwargs)
+    torch.manual_seed(0)
+    got = getattr(A, name)(model).attribute(X, baselines=fn, target=1, **kwargs)
+    close(got, expected)
+    if name == "DeepLiftShap":
+        close(got, C.DeepLiftShap(model).attribute(X, baselines=fn, target=1))
+
+
+def test_integrated_gradients_uint8_matches_captum():
+    model, x = bytes_model_and_images()
+    expected = C.IntegratedGradients(model).attribute(x, target=1, n_steps=20)
+    close(IntegratedGradients(model).attribute(x, target=1, n_steps=20), expected.float())
+
+
+def test_gradient_shap_uint8_equals_float_input():
+    model, x = bytes_model_and_images()
+    base = torch.zeros(3, 1, 4, 4, dtype=torch.uint8)
+    torch.manual_seed(2)
+    got = GradientShap(model).attribute(x, base, target=1, n_samples=8)
+    torch.manual_seed(2)
+    expected = GradientShap(model).attribute(x.float(), base.float(), target=1, n_samples=8)
+    close(got.float(), expected)
+
+
+@pytest.mark.parametrize("method", [Saliency, IntegratedGradients])
+def test_empty_batch_gradient_methods_give_a_clear_error(method):
+    with pytest.raises(ValueError, match="inputs"):
+        method(seeded_linear(4, 2)).attribute(torch.zeros(0, 4), target=0)
+
+
+@pytest.mark.parametrize("layer", [nn.BatchNorm1d(4), nn.Dropout(0.5)], ids=["batchnorm", "dropout"])
+def test_train_mode_with_batchnorm_or_dropout_warns(layer):
+    model = nn.Sequential(nn.Linear(4, 4), layer, nn.Linear(4, 2)).train()
+    with pytest.warns(UserWarning, match="train"):
+        Saliency(model).attribute(torch.rand(3, 4), target=0)

@@ -14,8 +14,11 @@ from attrkit import (FeatureAblation, GuidedGradCam, InternalInfluence, LayerAct
                      LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients)
 from attrkit.testing import BranchCNN, ResidualCNN, SmallCNN, TinyTextModel
 from cases_layer import DeepLiftCNN
+import attrkit as A
+from _helpers import NOARG, X, bytes_model_and_images, close, seeded_linear, seeded_mlp
 
 captum_attr = pytest.importorskip("captum.attr")
+C = captum_attr
 
 GRADIENT_LAYER_METHODS = [LayerGradientXActivation, LayerConductance, InternalInfluence, LayerGradCam,
                           LayerIntegratedGradients]
@@ -361,3 +364,122 @@ def test_layer_none_is_accepted_until_attribute_as_tcav_uses_it():
     lig.layer = model.conv2  # what Captum's TCAV does before each layer's call
     expected = captum_attr.LayerIntegratedGradients(model, model.conv2, multiply_by_inputs=False).attribute(x, target=0, n_steps=5)
     torch.testing.assert_close(lig.attribute(x, target=0, n_steps=5), expected, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------- Captum drop-in: the calls Captum users make
+_GRAD_KWARGS_LAYER = [
+    ("LayerGradientXActivation", {}),
+    ("LayerConductance", {"n_steps": 8}),
+    ("InternalInfluence", {"n_steps": 8}),
+    ("LayerIntegratedGradients", {"n_steps": 8}),
+    ("LayerGradCam", {}),
+    ("LayerDeepLift", {}),
+]
+
+
+@pytest.mark.parametrize("name,kwargs", _GRAD_KWARGS_LAYER, ids=[n for n, _ in _GRAD_KWARGS_LAYER])
+def test_grad_kwargs_on_layer_methods(name, kwargs):
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model[0].weight.normal_()
+    layer = model[0]
+    expected = getattr(C, name)(model, layer).attribute(X, target=1, grad_kwargs={"retain_graph": True}, **kwargs)
+    got = getattr(A, name)(model, layer).attribute(X, target=1, grad_kwargs={"retain_graph": True}, **kwargs)
+    close(got, expected)
+
+
+@pytest.mark.parametrize("with_inputs", [NOARG, pytest.param(True, id="inputs-arg")])
+@pytest.mark.parametrize("name", ["LayerGradientShap", "LayerDeepLiftShap"])
+def test_layer_baselines_as_a_function(name, with_inputs):
+    model, base = seeded_mlp(), torch.rand(3, 4, generator=torch.Generator().manual_seed(5))
+    fn = (lambda inputs: base) if with_inputs else (lambda: base)
+    kwargs = {"n_samples": 6} if name == "LayerGradientShap" else {}
+    torch.manual_seed(0)
+    expected = getattr(A, name)(model, model[1]).attribute(X, baselines=base, target=1, **kwargs)
+    torch.manual_seed(0)
+    got = getattr(A, name)(model, model[1]).attribute(X, baselines=fn, target=1, **kwargs)
+    close(got, expected)
+
+
+class _TwoIn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, a, b):
+        return self.lin(torch.relu(a) + torch.tanh(b))
+
+
+@pytest.mark.parametrize("to_input", [False, True], ids=["layer-output", "layer-input"])
+def test_layer_gradient_shap_several_inputs_closed_form(to_input):
+    # the output is linear in `lin`'s input and output, so every path point has the same gradient and the
+    # attribution is (h(x) - h(baseline)) * d output / d h: no randomness survives, Captum agrees exactly
+    model = _TwoIn().eval()
+    xs = (torch.randn(2, 4, generator=torch.Generator().manual_seed(0)),
+          torch.randn(2, 4, generator=torch.Generator().manual_seed(1)))
+    bs = (torch.zeros(3, 4), torch.full((3, 4), 0.1))
+    torch.manual_seed(0)
+    got = A.LayerGradientShap(model, model.lin).attribute(xs, bs, target=2, n_samples=5,
+                                                          attribute_to_layer_input=to_input)
+    torch.manual_seed(0)
+    expected = C.LayerGradientShap(model, model.lin).attribute(xs, bs, target=2, n_samples=5,
+                                                               attribute_to_layer_input=to_input)
+    hidden = lambda a, b: torch.relu(a) + torch.tanh(b)  # noqa: E731
+    if to_input:
+        closed = (hidden(*xs) - hidden(*bs).mean(0)) * model.lin.weight[2].detach()
+    else:
+        closed = torch.zeros(2, 3)
+        closed[:, 2] = (model.lin(hidden(*xs)) - model.lin(hidden(*bs)).mean(0))[:, 2].detach()
+    close(got, expected)
+    close(got, closed)
+
+
+def test_layer_gradient_shap_several_layers_equals_one_call_per_layer():
+    model, base = seeded_mlp(), torch.rand(3, 4, generator=torch.Generator().manual_seed(5))
+    torch.manual_seed(0)
+    got = A.LayerGradientShap(model, [model[0], model[2]]).attribute(X, base, target=1, n_samples=4)
+    assert isinstance(got, list) and len(got) == 2
+    for layer, g in zip((model[0], model[2]), got):
+        torch.manual_seed(0)
+        close(g, A.LayerGradientShap(model, layer).attribute(X, base, target=1, n_samples=4))
+
+
+def test_layer_gradient_shap_several_layers_error_names_layer_today_or_works():
+    model = seeded_mlp()
+    try:
+        A.LayerGradientShap(model, [model[0], model[2]])
+    except TypeError as error:  # until phase 2: a clear error that names the argument
+        assert "`layer`" in str(error)
+
+
+def test_layer_conductance_uint8_matches_captum():
+    model, x = bytes_model_and_images()
+    expected = C.LayerConductance(model, model.conv).attribute(x, target=1, n_steps=20)
+    got = LayerConductance(model, model.conv).attribute(x, target=1, n_steps=20)
+    assert got.abs().sum() > 0
+    close(got, expected)
+
+
+def test_internal_influence_uint8_equals_float_input():
+    model, x = bytes_model_and_images()
+    expected = InternalInfluence(model, model.conv).attribute(x.float(), target=1, n_steps=20)
+    close(InternalInfluence(model, model.conv).attribute(x, target=1, n_steps=20), expected)
+
+
+def test_layer_gradient_shap_uint8_equals_float_input():
+    model, x = bytes_model_and_images()
+    base = torch.zeros(3, 1, 4, 4, dtype=torch.uint8)
+    torch.manual_seed(3)
+    got = LayerGradientShap(model, model.conv).attribute(x, base, target=1, n_samples=8)
+    torch.manual_seed(3)
+    expected = LayerGradientShap(model, model.conv).attribute(x.float(), base.float(), target=1, n_samples=8)
+    close(got, expected)
+
+
+def test_nested_tuple_layer_output_error_names_the_layer():
+    model = _LSTMNet()
+    with pytest.raises((TypeError, ValueError), match="layer") as info:
+        LayerIntegratedGradients(model, model.lstm).attribute(torch.randn(2, 5, 3), target=0, n_steps=4)
+    assert "`inputs`" not in str(info.value)

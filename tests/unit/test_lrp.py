@@ -8,8 +8,11 @@ import attrkit
 from attrkit import LRP, Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule, LayerLRP
 from attrkit.testing import ResidualCNN
 from cases_deeplift import LRPNet
+import attrkit as A
+from _helpers import Add, X, close, seeded_linear
 
 captum_attr = pytest.importorskip("captum.attr")
+C = captum_attr
 captum_rules = pytest.importorskip("captum.attr._utils.lrp_rules")
 
 
@@ -151,17 +154,12 @@ def test_bad_rules_and_models_are_named():
         LayerLRP(mlp(), "0")
 
 
-class _Add(nn.Module):
-    def forward(self, a, b):
-        return a + b
-
-
 class _Branches(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
         self.a, self.b = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
-        self.add, self.head = _Add(), nn.Linear(4, 2, bias=False)
+        self.add, self.head = Add(), nn.Linear(4, 2, bias=False)
 
     def forward(self, x):
         return self.head(self.add(self.a(x), self.b(x)))
@@ -210,3 +208,84 @@ def test_rules_are_importable_from_both_places():
 
     for name in ("EpsilonRule", "GammaRule", "Alpha1_Beta0_Rule", "IdentityRule", "PropagationRule"):
         assert getattr(attrkit, name) is getattr(lrp, name)
+
+
+# ----------------------------------- Captum drop-in: a module used twice, an addition module, a residual, one output
+class _Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin, self.relu, self.head = seeded_linear(4, 4, bias=False), nn.ReLU(), seeded_linear(4, 2, seed=1, bias=False)
+
+    def forward(self, x):
+        return self.head(self.relu(self.lin(self.relu(self.lin(x)))))
+
+
+class _TwoBranches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = seeded_linear(4, 4, bias=False), seeded_linear(4, 4, seed=2, bias=False)
+        self.relu_a, self.relu_b, self.add = nn.ReLU(), nn.ReLU(), Add()
+        self.head = seeded_linear(4, 2, seed=1, bias=False)
+
+    def forward(self, x):
+        return self.head(self.add(self.relu_a(self.a(x)), self.relu_b(self.b(x))))
+
+
+def _gradient_x_input(model, x, target):
+    x = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(model(x)[:, target].sum(), x)
+    return (grad * x).detach()
+
+
+# With ReLUs, no biases and LRP-0 (epsilon ~ 0) everywhere, LRP equals gradient x input (Montavon et al. 2019).
+def test_lrp_module_used_twice_equals_gradient_x_input():
+    model, x = _Twice(), torch.rand(3, 4, generator=torch.Generator().manual_seed(3))
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            m.rule = A.EpsilonRule(epsilon=1e-9)
+    close(A.LRP(model).attribute(x, target=0), _gradient_x_input(model, x, 0), tol=1e-4)
+
+
+def _two_branches(add_rule):
+    model = _TwoBranches()
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            m.rule = A.EpsilonRule(epsilon=1e-9)
+    if add_rule is not None:
+        model.add.rule = add_rule
+    return model
+
+
+def test_lrp_addition_module_without_a_rule_is_a_clear_error():  # as Captum: no guessed rule, but say which
+    with pytest.raises(TypeError, match=r"\bAdd\b"):
+        A.LRP(_two_branches(None)).attribute(torch.rand(3, 4), target=0)
+
+
+def test_lrp_addition_module_with_identity_rule_equals_gradient_x_input():
+    model, x = _two_branches(A.IdentityRule()), torch.rand(3, 4, generator=torch.Generator().manual_seed(3))
+    close(A.LRP(model).attribute(x, target=0), _gradient_x_input(model, x, 0), tol=1e-4)
+
+
+def test_lrp_addition_module_with_epsilon_rule_equals_gradient_x_input():
+    model, x = _two_branches(A.EpsilonRule(epsilon=1e-9)), torch.rand(3, 4, generator=torch.Generator().manual_seed(3))
+    close(A.LRP(model).attribute(x, target=0), _gradient_x_input(model, x, 0), tol=1e-4)
+
+
+def test_lrp_warns_on_residual_addition():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.lin1, self.relu, self.lin2 = nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.lin2(x + self.relu(self.lin1(x)))
+
+    with pytest.warns(UserWarning, match="resid|addition|conserv"):
+        LRP(Residual().eval()).attribute(torch.rand(2, 4), target=0)
+
+
+def test_lrp_on_a_one_output_model_without_target_as_captum():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 1)).eval()
+    close(A.LRP(model).attribute(X), C.LRP(model).attribute(X))

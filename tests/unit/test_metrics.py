@@ -19,6 +19,7 @@ from attrkit.metrics import (  # noqa: E402
     plot_model_randomization, plot_pixel_flipping, randomization, sensitivity_max, spearman_correlation, ssim,
 )
 from attrkit.testing import MLP, LinearModel, SmallCNN, ToyModel, TwoInputModel  # noqa: E402
+from _helpers import close, seeded_linear  # noqa: E402
 
 
 @pytest.fixture
@@ -518,3 +519,25 @@ def test_plot_bad_input():
 def test_docstring_examples_run(module):
     failed, attempted = doctest.testmod(module, verbose=False)
     assert attempted > 0 and failed == 0
+
+
+# ------------------------------------------------------------------------------- pixel flipping on a one-logit model
+def test_pixel_flipping_one_logit_follows_the_sigmoid():
+    model = seeded_linear(4, 1)
+    x = torch.rand(3, 4)
+    good = x * model.weight[0].detach()
+    bad = -good
+    _, scores_good, auc_good = pixel_flipping(model, x, good, steps=4)
+    _, scores_bad, auc_bad = pixel_flipping(model, x, bad, steps=4)
+    # the curve follows sigmoid(logit): it starts at the input's and ends at the baseline's probability
+    close(scores_good[:, 0], torch.sigmoid(model(x)[:, 0]).detach())
+    close(scores_good[:, -1], torch.sigmoid(model(torch.zeros_like(x))[:, 0]).detach())
+    assert not torch.allclose(scores_good, torch.ones_like(scores_good))
+    # deletion by the faithful map falls faster than by its opposite: lower AUC
+    assert (auc_good < auc_bad).all()
+
+
+def test_pixel_flipping_one_logit_logit_score_is_the_raw_output():
+    model, x = seeded_linear(4, 1), torch.rand(3, 4)
+    _, scores, _ = pixel_flipping(model, x, x, score="logit", steps=4)
+    close(scores[:, 0], model(x)[:, 0].detach())

@@ -11,8 +11,12 @@ from attrkit import (Deconvolution, DeepLift, FeatureAblation, GuidedBackprop, L
                      NeuronFeatureAblation, NeuronGradient, NeuronGradientShap, NeuronGuidedBackprop,
                      NeuronIntegratedGradients)
 from attrkit.testing import BranchCNN, ResidualCNN, SmallCNN, ToyModel
+import warnings
+import attrkit as A
+from _helpers import X, bytes_model_and_images, close, seeded_mlp
 
 captum_attr = pytest.importorskip("captum.attr")
+C = captum_attr
 
 NEURON_METHODS = [NeuronGradient, NeuronIntegratedGradients, NeuronConductance, NeuronDeepLift, NeuronDeepLiftShap,
                   NeuronGuidedBackprop, NeuronDeconvolution, NeuronFeatureAblation]
@@ -204,3 +208,50 @@ def test_a_model_that_is_not_a_module_is_named(cls):
     model = SmallCNN()
     with pytest.raises(TypeError, match=f"`model` must be a torch.nn.Module for {cls.__name__}"):
         cls(model.forward, model.conv2)
+
+
+# ----------------------------------------------------------------------- Captum drop-in: the calls Captum users make
+def test_grad_kwargs_on_neuron_conductance():
+    model = seeded_mlp()
+    # gausslegendre: the same weights in both (attrkit's riemann_trapezoid, NeuronConductance's default, departs)
+    kwargs = dict(neuron_selector=2, target=1, n_steps=8, method="gausslegendre", grad_kwargs={"retain_graph": True})
+    expected = C.NeuronConductance(model, model[0]).attribute(X, **kwargs)
+    got = A.NeuronConductance(model, model[0]).attribute(X, **kwargs)
+    close(got, expected)
+
+
+def test_neuron_conductance_docstring_states_the_trapezoid_departure():
+    doc = A.NeuronConductance.__doc__
+    assert "n/(n-1)" in doc.replace(" ", "").replace("\\", "") or "n / (n - 1)" in doc
+
+
+@pytest.mark.parametrize("name", ["NeuronGradient", "NeuronIntegratedGradients", "NeuronConductance",
+                                  "NeuronGuidedBackprop", "NeuronDeepLift"])
+def test_neuron_index_is_a_deprecated_alias(name):
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    method = getattr(A, name)(model, model[0])
+    kwargs = {"target": 1} if name == "NeuronConductance" else {}  # it explains a target through the neuron
+    expected = method.attribute(X, neuron_selector=2, **kwargs)
+    with pytest.warns(DeprecationWarning, match="neuron_selector"):
+        got = method.attribute(X, neuron_index=2, **kwargs)
+    close(got, expected)
+
+
+def test_neuron_selector_has_no_deprecation_warning():
+    model = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        A.NeuronGradient(model, model[0]).attribute(X, neuron_selector=2)
+
+
+def test_neuron_integrated_gradients_uint8_matches_captum():
+    model, x = bytes_model_and_images()
+    expected = C.NeuronIntegratedGradients(model, model.conv).attribute(x, (1, 2, 2), n_steps=20)
+    got = NeuronIntegratedGradients(model, model.conv).attribute(x, (1, 2, 2), n_steps=20)
+    close(got.float(), expected.float())
+
+
+def test_gradient_of_a_scalar_neuron_selector_as_captum():
+    model = seeded_mlp()
+    expected = C.NeuronGradient(model, model[0]).attribute(X, neuron_selector=lambda out: out.sum())
+    close(A.NeuronGradient(model, model[0]).attribute(X, neuron_selector=lambda out: out.sum()), expected)

@@ -8,6 +8,10 @@ from attrkit import FeatureAblation, FeaturePermutation, Occlusion
 from attrkit import _plumbing as P
 from attrkit import _batching as B
 from attrkit.testing import MLP, LinearModel, SmallCNN, TwoInputModel
+import threading
+import captum.attr as C
+import attrkit as A
+from _helpers import X, close, seeded_linear, seeded_mlp
 
 W = torch.tensor([[1.0, -2.0, 3.0, 0.5], [0.0, 4.0, -1.0, 2.0]])
 
@@ -301,3 +305,222 @@ def test_occlusion_in_eval_mode_does_not_warn():
         warnings.simplefilter("error")
         Occlusion(NormCNN().eval()).attribute(torch.randn(2, 1, 8, 8), (1, 3, 3), 2, target=0)
         Occlusion(SmallCNN().train()).attribute(torch.randn(2, 1, 8, 8), (1, 3, 3), 2, target=0)  # no batch norm
+
+
+# ------------------------- Captum drop-in: futures, several outputs, feature groups, integer inputs, progress labels
+def _future_of(model):
+    def forward(*inputs):
+        future = torch.futures.Future()
+        future.set_result(model(*inputs))
+        return future
+    return forward
+
+
+@pytest.mark.parametrize("name", ["FeatureAblation", "FeaturePermutation", "ShapleyValueSampling", "ShapleyValues"])
+def test_attribute_future_matches_captum(name):
+    model = seeded_mlp()
+    torch.manual_seed(0)
+    expected = getattr(C, name)(_future_of(model)).attribute_future(X, target=1).wait()
+    torch.manual_seed(0)
+    future = getattr(A, name)(_future_of(model)).attribute_future(X, target=1)
+    assert isinstance(future, torch.futures.Future)
+    close(future.wait(), expected)
+
+
+@pytest.mark.parametrize("name", ["Occlusion", "Lime", "KernelShap", "Saliency", "IntegratedGradients", "DeepLift",
+                                  "GradientShap", "InputXGradient", "GuidedBackprop", "LRP", "NoiseTunnel"])
+def test_attribute_future_not_implemented_where_captum_has_none(name):
+    model = seeded_mlp()
+    method = A.NoiseTunnel(A.Saliency(model)) if name == "NoiseTunnel" else getattr(A, name)(model)
+    with pytest.raises(NotImplementedError, match=name):
+        method.attribute_future()
+    with pytest.raises(NotImplementedError, match=name):
+        method.attribute_future(X, target=0)
+
+
+def test_occlusion_one_int_window_and_stride_for_several_inputs():
+    lin = seeded_linear()
+    model = lambda a, b: lin(a) + 2 * lin(b)  # noqa: E731
+    inputs = (X, X.flip(1))
+    expected = C.Occlusion(model).attribute(inputs, sliding_window_shapes=((2,), (2,)), strides=((1,), (1,)),
+                                            target=0)
+    got = A.Occlusion(model).attribute(inputs, sliding_window_shapes=2, strides=1, target=0)
+    for g, e in zip(got, expected):
+        close(g, e)
+
+
+def test_occlusion_window_tuple_per_input_matches_captum():  # the spelled-out form works today
+    lin = seeded_linear()
+    model = lambda a, b: lin(a) + 2 * lin(b)  # noqa: E731
+    inputs = (X, X.flip(1))
+    expected = C.Occlusion(model).attribute(inputs, sliding_window_shapes=((2,), (2,)), strides=((1,), (1,)),
+                                            target=0)
+    got = A.Occlusion(model).attribute(inputs, sliding_window_shapes=((2,), (2,)), strides=((1,), (1,)), target=0)
+    for g, e in zip(got, expected):
+        close(g, e)
+
+
+@pytest.mark.parametrize("name,kwargs", [("FeatureAblation", {}), ("Occlusion", {"sliding_window_shapes": (1,)})])
+def test_integer_inputs_with_float_baselines(name, kwargs):
+    lin = seeded_linear()
+    model = lambda t: lin(t.float())  # noqa: E731
+    x = torch.randint(0, 5, (2, 4), generator=torch.Generator().manual_seed(0))
+    expected = getattr(C, name)(model).attribute(x, baselines=0.5, target=0, **kwargs)
+    got = getattr(A, name)(model).attribute(x, baselines=0.5, target=0, **kwargs)
+    close(got, (x - 0.5) * lin.weight[0].detach())  # linear: weight times (x - baseline)
+    close(got, expected)
+
+
+def test_feature_ablation_sparse_feature_ids_match_captum():
+    model = seeded_mlp()
+    mask = torch.tensor([[0, 0, 5, 2]])  # ids 1, 3 and 4 name no element
+    expected = C.FeatureAblation(model).attribute(X, target=1, feature_mask=mask)
+    close(A.FeatureAblation(model).attribute(X, target=1, feature_mask=mask), expected)
+
+
+def test_feature_ablation_empty_input_tensor_in_a_tuple():
+    lin = seeded_linear()
+    model = lambda a, b: lin(a) + b.sum(1, keepdim=True)  # noqa: E731
+    inputs = (X, torch.zeros(2, 0))
+    expected = C.FeatureAblation(model).attribute(inputs, target=0)
+    got = A.FeatureAblation(model).attribute(inputs, target=0)
+    assert got[1].shape == (2, 0)
+    close(got[0], expected[0])
+
+
+@pytest.mark.parametrize("name,label,kwargs", [
+    ("FeatureAblation", "Feature Ablation attribution", {}),
+    ("Occlusion", "Occlusion attribution", {"sliding_window_shapes": (1,)}),
+    ("ShapleyValueSampling", "Shapley Value Sampling attribution", {"n_samples": 2}),
+    ("KernelShap", "Kernel Shap attribution", {"n_samples": 8}),
+])
+def test_show_progress_label_like_captum(name, label, kwargs, capsys):
+    getattr(A, name)(seeded_mlp()).attribute(X, target=0, show_progress=True, **kwargs)
+    err = capsys.readouterr().err
+    assert f"{label}: 100%" in err, err[-300:]
+
+
+def test_captum_progress_label_for_reference(capsys):
+    C.FeatureAblation(seeded_mlp()).attribute(X, target=0, show_progress=True)
+    assert "Feature Ablation attribution: 100%" in capsys.readouterr().err
+
+
+def test_empty_batch_feature_ablation_gives_an_empty_result_like_captum():
+    model = seeded_linear(4, 2)
+    expected = C.FeatureAblation(model).attribute(torch.zeros(0, 4), target=0)
+    got = FeatureAblation(model).attribute(torch.zeros(0, 4), target=0)
+    assert got.shape == expected.shape == (0, 4)
+
+
+def test_runtime_error_in_first_perturbation_pass_propagates_at_once():
+    calls = []
+
+    def forward(x):
+        calls.append(len(x))
+        raise RuntimeError("model is broken")
+
+    with pytest.raises(RuntimeError, match="model is broken"):
+        FeatureAblation(forward).attribute(torch.rand(2, 4), target=0)
+    assert len(calls) == 1
+
+
+class SlowRemote:
+    """A forward that returns a Future completed by another thread once no new pass has been started for
+    ``quiet`` seconds; ``peak`` is how many passes were running at once (no timing is asserted: a method that
+    waits for each pass in turn sees 1, one that starts them all first sees every pass)."""
+
+    def __init__(self, model, quiet=1.0):
+        self.model, self.quiet, self.pending, self.peak = model, quiet, [], 0
+        self.changed = threading.Condition()
+        self.worker = threading.Thread(target=self._complete, daemon=True)
+        self.stopped = False
+        self.worker.start()
+
+    def __call__(self, x):
+        future = torch.futures.Future()
+        with self.changed:
+            self.pending.append((future, x))
+            self.peak = max(self.peak, len(self.pending))
+            self.changed.notify()
+        return future
+
+    def _complete(self):
+        with self.changed:
+            while not self.stopped:
+                if not self.changed.wait(self.quiet) and self.pending:  # quiet: finish what is running
+                    for future, x in self.pending:
+                        try:
+                            future.set_result(self.model(x))
+                        except Exception as error:  # the caller's wait() raises it
+                            future.set_exception(error)
+                    self.pending = []
+
+    def stop(self):
+        with self.changed:
+            self.stopped = True
+            self.changed.notify()
+
+
+@pytest.mark.parametrize("name", ["FeatureAblation", "ShapleyValueSampling"])
+def test_attribute_future_starts_every_pass_before_waiting(name):
+    model = seeded_mlp()
+    remote = SlowRemote(model)
+    try:
+        kwargs = {"n_samples": 1} if name == "ShapleyValueSampling" else {}
+        torch.manual_seed(0)
+        got = getattr(A, name)(remote).attribute_future(X, target=1, perturbations_per_eval=1, **kwargs).wait()
+    finally:
+        remote.stop()
+    assert remote.peak == 4  # the four features' passes ran side by side (the reference pass sizes them first)
+    torch.manual_seed(0)
+    close(got, getattr(A, name)(model).attribute(X, target=1, perturbations_per_eval=1, **kwargs))
+
+
+def test_plain_attribute_refuses_a_future_returning_model():
+    def forward(x):
+        future = torch.futures.Future()
+        future.set_result(x.sum(1))
+        return future
+
+    with pytest.raises(TypeError, match="attribute_future"):
+        A.FeatureAblation(forward).attribute(X)
+
+
+@pytest.mark.parametrize("name", ["FeatureAblation", "FeaturePermutation", "ShapleyValueSampling", "ShapleyValues"])
+def test_several_outputs_per_example_are_each_attributed_as_captum(name):
+    """``target=None`` on a model with three outputs per example: Captum gives ablation and permutation
+    ``(n * 3, features)`` and Shapley values ``(n, 3, features)``; attrkit gives the same numbers."""
+    model = seeded_mlp()
+    kwargs = {"n_samples": 3} if name == "ShapleyValueSampling" else {}
+    torch.manual_seed(0)
+    expected = getattr(C, name)(model).attribute(X, **kwargs)
+    torch.manual_seed(0)
+    got = getattr(A, name)(model).attribute(X, **kwargs)
+    assert got.shape == expected.shape
+    close(got, expected)
+
+
+def test_several_outputs_with_per_example_masks_give_each_output_its_examples_mask():
+    model = seeded_mlp()
+    mask = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]])
+    got = A.FeatureAblation(model).attribute(X, feature_mask=mask)
+    for i in range(2):
+        one = A.FeatureAblation(model).attribute(X[i:i + 1], feature_mask=mask[i:i + 1])
+        close(got[3 * i:3 * i + 3], one)
+
+
+def test_a_group_spanning_two_inputs_with_a_float_mask_as_captum():
+    torch.manual_seed(0)
+    head = nn.Linear(6, 2)
+    model = lambda a, b: head(torch.cat([a, b], 1))  # noqa: E731
+    a, b = torch.rand(3, 4), torch.rand(3, 2)
+    masks = (torch.tensor([[0.0, 0.0, 1.0, 2.0]]), torch.tensor([[2.0, 1.0]]))  # groups 1 and 2 span both inputs
+    for name in ["FeatureAblation", "FeaturePermutation"]:
+        torch.manual_seed(0)
+        expected = getattr(C, name)(model).attribute((a, b), target=1, feature_mask=masks)
+        torch.manual_seed(0)
+        got = getattr(A, name)(model).attribute((a, b), target=1, feature_mask=masks)
+        for g, e in zip(got, expected):
+            close(g, e)
+    with pytest.raises(TypeError, match="feature_mask"):
+        A.FeatureAblation(model).attribute((a, b), target=1, feature_mask=(masks[0] + 0.5, masks[1]))

@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from attrkit import _plumbing as P
+from attrkit import FeatureAblation, Saliency
+from _helpers import seeded_linear
 
 
 def test_expansion_orders():
@@ -55,3 +57,10 @@ def test_select_target_forms():
     assert P.select_target(out, [(0, 0), (1, 1)]).tolist() == [0.0, 10.0]
     assert P.select_target(out[:, 0], torch.tensor([2, 0])).tolist() == [2.0, 6.0]
     assert P.select_target(out[:, 0], -1).tolist() == [2.0, 8.0]
+
+
+# ------------------------------------------------------------------------------ targets: a bool is not a class index
+@pytest.mark.parametrize("method", [Saliency, FeatureAblation])
+def test_bool_target_is_rejected(method):
+    with pytest.raises(TypeError, match="target"):
+        method(seeded_linear(4, 2)).attribute(torch.rand(2, 4), target=True)

@@ -7,6 +7,9 @@ from torch import nn
 from attrkit import FeatureAblation, KernelShap, Lime, LimeBase, ShapleyValues, ShapleyValueSampling
 from attrkit.shapley import Lasso, LinearRegression, Ridge, get_exp_kernel_similarity_function
 from attrkit.testing import MLP, LinearModel, TwoInputModel
+import captum.attr as C
+import attrkit as A
+from _helpers import X, close, seeded_linear
 
 W = torch.tensor([[1.0, -2.0, 3.0, 0.5], [0.0, 4.0, -1.0, 2.0]])
 
@@ -281,3 +284,219 @@ def test_lime_base_with_samples_that_drop_words_runs_one_sample_per_pass():
     theirs = captum_attr.LimeBase(model, **theirs_kwargs).attribute(text, target=1, additional_forward_args=(offsets,),
                                                                     n_samples=60)
     torch.testing.assert_close(ours, theirs.to(ours.dtype), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------- Captum drop-in: scalar outputs, several targets, broadcast masks, custom surrogates, float16
+def _scalar_model(kind):
+    lin = seeded_linear()
+
+    def forward(t):
+        s = lin(t)[:, 0].sum()
+        return {"float": float(s), "0d": s, "1el": s.reshape(1), "int": int(s.round())}[kind]
+    return forward
+
+
+@pytest.mark.parametrize("kind", ["float", "0d", "1el"])
+@pytest.mark.parametrize("name", ["FeatureAblation", "ShapleyValues", "ShapleyValueSampling", "KernelShap", "Lime"])
+def test_scalar_per_batch_output_matches_captum(name, kind):
+    model = _scalar_model(kind)
+    kwargs = {"n_samples": 20} if name in ("Lime", "KernelShap") else {}
+    torch.manual_seed(0)
+    expected = getattr(C, name)(model).attribute(X, **kwargs)
+    torch.manual_seed(0)
+    got = getattr(A, name)(model).attribute(X, **kwargs)
+    assert got.shape == expected.shape == (1, 4)
+    close(got.float(), expected.float(), tol=1e-4)
+
+
+def test_int_scalar_output_feature_ablation_matches_captum():
+    model = _scalar_model("int")
+    expected = C.FeatureAblation(model).attribute(X)
+    close(A.FeatureAblation(model).attribute(X), expected)
+
+
+@pytest.mark.parametrize("name", ["ShapleyValues", "ShapleyValueSampling"])
+def test_int_scalar_output_shapley_matches_captum(name):
+    model = _scalar_model("int")
+    torch.manual_seed(0)
+    expected = getattr(C, name)(model).attribute(X)
+    torch.manual_seed(0)
+    close(getattr(A, name)(model).attribute(X), expected)
+
+
+@pytest.mark.parametrize("name", ["Lime", "KernelShap"])
+def test_int_scalar_output_lime_equals_its_float_version(name):
+    as_int, lin = _scalar_model("int"), seeded_linear()
+    as_float = lambda t: float(int(lin(t)[:, 0].sum().round()))  # noqa: E731 - the same numbers, as floats
+    torch.manual_seed(0)
+    got = getattr(A, name)(as_int).attribute(X, n_samples=20)
+    torch.manual_seed(0)
+    expected = getattr(A, name)(as_float).attribute(X, n_samples=20)  # float64: a Python float is one
+    assert got.is_floating_point()
+    close(got, expected.to(got.dtype))
+
+
+class _Grid(nn.Module):
+    """(N, 4) -> (N, 2, 3): an output with two dimensions, so a target is a tuple."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = seeded_linear(4, 6)
+
+    def forward(self, x):
+        return self.lin(x).reshape(-1, 2, 3)
+
+
+@pytest.mark.parametrize("name", ["Lime", "KernelShap"])
+@pytest.mark.parametrize("target", [(1, 2), [(0, 1), (1, 2)]], ids=["tuple", "list-of-tuples"])
+def test_lime_kernelshap_tuple_targets(name, target):
+    model = _Grid()
+    rows = [target, target] if isinstance(target, tuple) else target
+    # the closed form of a linear model: weight of the selected output times (x - 0)
+    w = model.lin.weight.detach().reshape(2, 3, 4)
+    expected = torch.stack([X[i] * w[r] for i, r in enumerate(rows)])
+    kwargs = {"interpretable_model": LinearRegression()} if name == "Lime" else {}
+    torch.manual_seed(0)
+    got = getattr(A, name)(model, **kwargs).attribute(X, target=target, n_samples=40)
+    close(got, expected, tol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["Lime", "KernelShap"])
+@pytest.mark.parametrize("target", [torch.tensor([0, 2]), [0, 2]], ids=["tensor", "list"])
+def test_lime_kernelshap_one_target_per_example(name, target):
+    model = seeded_linear()
+    expected = torch.stack([X[0] * model.weight[0].detach(), X[1] * model.weight[2].detach()])
+    kwargs = {"interpretable_model": LinearRegression()} if name == "Lime" else {}
+    torch.manual_seed(0)
+    got = getattr(A, name)(model, **kwargs).attribute(X, target=target, n_samples=40)
+    close(got, expected, tol=1e-4)
+
+
+def _rgb_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(2, 3)).eval()
+
+
+_GRID = torch.arange(4).reshape(2, 2).repeat_interleave(2, 0).repeat_interleave(2, 1)  # four 2x2 superpixels
+
+
+@pytest.mark.parametrize("method", [Lime, KernelShap])
+@pytest.mark.parametrize("shape", [(1, 1, 4, 4), (1, 4, 4), (4, 4), (2, 1, 4, 4)],
+                         ids=["1x1xHxW", "1xHxW", "HxW", "Nx1xHxW"])
+def test_lime_kernelshap_accept_channel_broadcast_masks(method, shape):
+    model, x = _rgb_cnn(), torch.rand(2, 3, 4, 4)
+    full = _GRID.expand(2, 3, 4, 4)
+    torch.manual_seed(1)
+    expected = method(model).attribute(x, target=0, feature_mask=full, n_samples=30)
+    torch.manual_seed(1)  # the draws depend only on the number of features: the same seed, the same samples
+    mask = _GRID.expand(*shape) if shape[0] == 2 else _GRID.reshape(shape)
+    got = method(model).attribute(x, target=0, feature_mask=mask, n_samples=30)
+    close(got, expected)
+
+
+@pytest.mark.parametrize("method", [FeatureAblation, ShapleyValueSampling])
+def test_ablation_and_shapley_accept_the_same_masks(method):  # the reference behaviour defect 1 asks for
+    model, x = _rgb_cnn(), torch.rand(2, 3, 4, 4)
+    torch.manual_seed(0)
+    expected = method(model).attribute(x, target=0, feature_mask=_GRID.expand(2, 3, 4, 4))
+    for mask in (_GRID.reshape(1, 1, 4, 4), _GRID.reshape(1, 4, 4), _GRID, _GRID.expand(2, 1, 4, 4)):
+        torch.manual_seed(0)
+        close(method(model).attribute(x, target=0, feature_mask=mask), expected)
+
+
+def test_lime_custom_similarity_func():
+    model, x = seeded_linear(4, 2), torch.rand(2, 4)
+    lime = Lime(model, interpretable_model=LinearRegression(), similarity_func=lambda o, p, i, **kw: 1.0)
+    torch.manual_seed(0)
+    got = lime.attribute(x, target=1, n_samples=40)
+    close(got, x * model.weight[1].detach(), tol=1e-4)  # a linear model: weight times (x - 0)
+
+
+class _CaptumStyleModel:
+    """Captum's interpretable ``Model`` interface: ``fit(DataLoader)`` and ``representation()``."""
+
+    def fit(self, train_data, **kwargs):
+        X, y, w = (torch.cat(p) for p in zip(*train_data))
+        X1 = torch.cat([X.double(), torch.ones(len(X), 1, dtype=torch.float64)], 1)
+        root = w.double().sqrt().unsqueeze(1)
+        self.coef = torch.linalg.lstsq(root * X1, root * y.double().reshape(-1, 1)).solution[:-1, 0]
+        return {}
+
+    def representation(self):
+        return self.coef.reshape(1, -1)
+
+
+class _SklearnStyleModel:
+    """A scikit-learn-style estimator: ``fit(X, y, sample_weight)`` and ``coef_``."""
+
+    def fit(self, X, y, sample_weight=None):
+        X, y = torch.as_tensor(X, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+        w = torch.ones(len(y), dtype=torch.float64) if sample_weight is None else \
+            torch.as_tensor(sample_weight, dtype=torch.float64)
+        X1 = torch.cat([X, torch.ones(len(X), 1, dtype=torch.float64)], 1)
+        root = w.sqrt().unsqueeze(1)
+        self.coef_ = torch.linalg.lstsq(root * X1, root * y.reshape(-1, 1)).solution[:-1, 0].numpy()
+        return self
+
+
+def test_lime_with_a_captum_style_interpretable_model():
+    model, x = seeded_linear(4, 2), torch.rand(2, 4)
+    torch.manual_seed(0)
+    got = Lime(model, interpretable_model=_CaptumStyleModel()).attribute(x, target=1, n_samples=40)
+    close(got, x * model.weight[1].detach(), tol=1e-4)
+
+
+def test_lime_with_a_sklearn_style_estimator():
+    model, x = seeded_linear(4, 2), torch.rand(2, 4)
+    torch.manual_seed(0)
+    got = Lime(model, interpretable_model=_SklearnStyleModel()).attribute(x, target=1, n_samples=40)
+    close(got, x * model.weight[1].detach(), tol=1e-4)
+
+
+def _captum_sample(original_inp, **kwargs):
+    return torch.bernoulli(torch.full((1, original_inp.shape[1]), 0.5))
+
+
+def _identity_interp(curr_sample, original_inp, **kwargs):
+    return curr_sample
+
+
+def test_limebase_with_a_captum_style_interpretable_model():
+    model, x = seeded_linear(4, 2), torch.rand(1, 4)
+    lime = LimeBase(model, _CaptumStyleModel(), lambda o, p, i, **kw: 1.0, _captum_sample, True,
+                    lambda s, o, **kw: s * o, None)
+    torch.manual_seed(0)
+    got = lime.attribute(x, target=1, n_samples=40)
+    close(got, x * model.weight[1].detach(), tol=1e-4)
+
+
+def test_kernel_shap_float16_on_a_linear_model():
+    model, x = seeded_linear(4, 2), torch.rand(2, 4)
+    torch.manual_seed(0)
+    got = KernelShap(model.half()).attribute(x.half(), target=1, n_samples=60)
+    assert got.dtype == torch.float16 and torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), (x.half().float() * model.weight[1].detach().float()),
+                               rtol=2e-2, atol=2e-2)
+
+
+def test_surrogate_counts_an_infinite_weight_as_a_hard_constraint():
+    # KernelShap's 1e6 weight overflows float16 to inf; the fit treats inf as 1e6 x the largest finite weight
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.rand(1, 12, 3, generator=g), torch.rand(1, 12, generator=g)
+    w = torch.ones(1, 12)
+    w[0, :2] = float("inf")
+    big = w.clone()
+    big[0, :2] = 1e6
+    got = LinearRegression().solve(X, y, w)
+    assert torch.isfinite(got).all()
+    close(got, LinearRegression().solve(X, y, big))
+
+
+def test_lime_float16_on_a_linear_model():
+    model, x = seeded_linear(4, 2), torch.rand(2, 4)
+    torch.manual_seed(0)
+    got = Lime(model.half(), interpretable_model=LinearRegression()).attribute(x.half(), target=1, n_samples=60)
+    assert got.dtype == torch.float16 and torch.isfinite(got).all()
+    torch.testing.assert_close(got.float(), x.half().float() * model.weight[1].detach().float(),
+                               rtol=2e-2, atol=2e-2)

@@ -10,8 +10,11 @@ import attrkit
 from attrkit import (IntegratedGradients, LayerIntegratedGradients, ProductBaselines, TokenReferenceBase,
                      configure_interpretable_embedding_layer, remove_interpretable_embedding_layer)
 from attrkit.testing import TinyTextModel
+from torch import nn
+from _helpers import close
 
 captum_attr = pytest.importorskip("captum.attr")
+C = captum_attr
 
 
 def _configure(model, name="embedding"):
@@ -148,3 +151,28 @@ def test_reference_accepts_numpy_and_0d_tensor_integers(index):
     theirs = captum_attr.TokenReferenceBase(reference_token_idx=index).generate_reference(np.int64(4), "cpu")
     assert torch.equal(ours, theirs) and ours.dtype == torch.long
     assert torch.equal(TokenReferenceBase(index).generate_reference(torch.tensor(4), "cpu"), ours)
+
+
+# ----------------------------------------------------------------------------------------- Captum drop-in: token ids
+class _Tokens(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(10, 4)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, ids):
+        return self.fc(self.emb(ids).mean(1))
+
+
+def test_token_ids_to_integrated_gradients_point_to_the_layer_form():
+    model, ids = _Tokens(), torch.tensor([[1, 2, 3]])
+    with pytest.raises((TypeError, ValueError), match="LayerIntegratedGradients"):
+        IntegratedGradients(model).attribute(ids, target=0)
+
+
+def test_token_ids_work_with_layer_integrated_gradients():  # the way the error should point to
+    model, ids = _Tokens(), torch.tensor([[1, 2, 3]])
+    base = torch.zeros_like(ids)
+    expected = C.LayerIntegratedGradients(model, model.emb).attribute(ids, base, target=0, n_steps=10)
+    close(LayerIntegratedGradients(model, model.emb).attribute(ids, base, target=0, n_steps=10), expected)

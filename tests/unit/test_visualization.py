@@ -18,6 +18,7 @@ from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from attrkit import visualization as viz  # noqa: E402
+from _helpers import close
 
 METHODS = ["heat_map", "blended_heat_map", "original_image", "masked_image", "alpha_scaling"]
 SIGNS = ["all", "positive", "negative", "absolute_value"]
@@ -539,3 +540,41 @@ def test_channel_broadcast_masks_give_no_searchsorted_warning(monkeypatch):
         got = attrkit.FeatureAblation(model).attribute(x, target=0, feature_mask=mask)
     expected = attrkit.FeatureAblation(model).attribute(x, target=0, feature_mask=mask.expand(1, 3, 6, 6).clone())
     torch.testing.assert_close(got, expected)
+
+
+# ------------------------------------------------------------- Captum drop-in: the enums and format_word_importances
+def test_visualization_enums_match_captum():
+    from captum.attr import visualization as cviz
+    for name in ("ImageVisualizationMethod", "VisualizeSign", "TimeseriesVisualizationMethod"):
+        ours, theirs = getattr(viz, name), getattr(cviz, name)
+        assert [(m.name, m.value) for m in ours] == [(m.name, m.value) for m in theirs]
+
+
+def test_visualization_functions_take_enum_members_and_names():
+    attr, img = np.random.default_rng(0).random((4, 4, 3)), np.random.default_rng(1).random((4, 4, 3))
+    for method in viz.ImageVisualizationMethod:
+        fig, ax = viz.visualize_image_attr(attr, img, method, viz.VisualizeSign.absolute_value, use_pyplot=False)
+        assert fig is not None
+    close(torch.as_tensor(viz.normalize_attr(attr, viz.VisualizeSign.all, 2)),
+           torch.as_tensor(viz.normalize_attr(attr, viz.VisualizeSign["all"].name, 2)))
+    series = np.random.default_rng(2).random((2, 10))
+    for method in viz.TimeseriesVisualizationMethod:
+        viz.visualize_timeseries_attr(series, series, method=method, sign=viz.VisualizeSign.positive,
+                                      use_pyplot=False)
+    with pytest.raises(ValueError, match="method"):
+        viz.visualize_image_attr(attr, img, "heatmap", use_pyplot=False)
+
+
+def test_format_word_importances_like_captum():
+    from captum.attr import visualization as cviz
+    words, scores = ["<s>", "a", "good", "film"], torch.tensor([0.0, 0.2, 0.9, -0.4])
+    ours, theirs = viz.format_word_importances(words, scores), cviz.format_word_importances(words, scores)
+    assert ours.startswith("<td>") and ours.endswith("</td>")
+    assert ours.count("<mark") == theirs.count("<mark") == 4
+    assert "#s" in ours and "#s" in theirs  # special tokens shown the same way
+    assert "hsl(120" in ours and "hsl(0" in ours  # green positive, red negative
+    assert viz.format_word_importances([], []) == cviz.format_word_importances([], []) == "<td></td>"
+    assert viz.format_word_importances(["x"], None) == "<td></td>"
+    assert "&lt;b" in viz.format_word_importances(["<b"], [0.1])  # escaped (Captum does not escape)
+    with pytest.raises(ValueError, match="importances"):
+        viz.format_word_importances(["a", "b"], [0.1])
