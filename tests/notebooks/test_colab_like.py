@@ -82,7 +82,8 @@ def test_chapter_01_runs_as_on_colab(tmp_path):
     os.environ.update(env)
     try:
         papermill.execute_notebook(str(ROOT / "notebooks" / "01_toy_model.ipynb"), str(tmp_path / "out.ipynb"),
-                                   kernel_name="colab-like", cwd=str(tmp_path), progress_bar=False)
+                                   kernel_name="colab-like", cwd=str(tmp_path), progress_bar=False,
+                                   execution_timeout=180)  # a hung cell fails fast, not at the 15-min limit
     finally:
         os.environ.clear()
         os.environ.update(old)
