@@ -51,6 +51,25 @@ class _ReluOverride(GradientAttribution):
         self.model = model
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
+        """The gradient of the target output with the ReLUs' backward pass overridden (see the class).
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import GuidedBackprop, Deconvolution
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> GuidedBackprop(model).attribute(x, target=0).shape == Deconvolution(model).attribute(x, target=0).shape
+            True
+        """
         xs, is_tuple = plumbing.as_tuple(inputs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         with self._rules.applied(self.model):

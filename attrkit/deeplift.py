@@ -328,6 +328,34 @@ class DeepLift(GradientAttribution):
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False, custom_attribution_func=None):
+        """Propagate the difference from the baseline backwards with DeepLift's rules.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            return_convergence_delta: also return the convergence delta per example: the sum of the attributions
+                minus ``F(inputs) - F(baselines)``.
+            custom_attribution_func: replaces the final ``multipliers * (inputs - baselines)``: it is called with
+                the multipliers (then also the inputs and the baselines), tuples over the inputs, and returns a
+                tuple of attributions.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple); with
+            ``return_convergence_delta=True``, ``(attributions, delta)`` with one delta per example.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import DeepLift
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> attr, delta = DeepLift(model).attribute(x, baselines=torch.zeros(1, 3), target=0, return_convergence_delta=True)
+            >>> bool(delta.abs().max() < 1e-5)
+            True
+        """
         xs, is_tuple = plumbing.as_tuple(inputs)
         bs = plumbing.format_baselines(baselines, xs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
@@ -366,6 +394,33 @@ class DeepLiftShap(DeepLift):
 
     def attribute(self, inputs, baselines, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False, custom_attribution_func=None):
+        """DeepLift against each reference example in ``baselines``, averaged (one result per input example).
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            return_convergence_delta: also return the convergence delta per example: the sum of the attributions
+                minus ``F(inputs) - F(baselines)``.
+            custom_attribution_func: replaces the final ``multipliers * (inputs - baselines)``: it is called with
+                the multipliers (then also the inputs and the baselines), tuples over the inputs, and returns a
+                tuple of attributions.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple); with
+            ``return_convergence_delta=True``, ``(attributions, delta)`` with one delta per example.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import DeepLiftShap
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> DeepLiftShap(model).attribute(x, baselines=torch.rand(4, 3), target=0).shape
+            torch.Size([2, 3])
+        """
         def each_pair(xs, bs, target, args):
             return super(DeepLiftShap, self).attribute(xs, bs, target, args, return_convergence_delta,
                                                        custom_attribution_func)

@@ -40,6 +40,26 @@ class Saliency(GradientAttribution):
     """
 
     def attribute(self, inputs, target=None, abs: bool = True, additional_forward_args=None):
+        """The gradient of the target output at ``inputs``.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            abs: return the gradient's absolute value (the paper's saliency); False keeps its sign.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import Saliency
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> Saliency(model).attribute(x, target=1).shape
+            torch.Size([2, 3])
+        """
         xs, is_tuple = plumbing.as_tuple(inputs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         grads = self.gradient_func(self.forward_func, xs, target, args)
@@ -62,6 +82,25 @@ class InputXGradient(GradientAttribution):
     _multiplies_by_inputs = True
 
     def attribute(self, inputs, target=None, additional_forward_args=None):
+        """The gradient of the target output times ``inputs``.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import InputXGradient
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> InputXGradient(model).attribute(x, target=0).shape
+            torch.Size([2, 3])
+        """
         xs, is_tuple = plumbing.as_tuple(inputs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         grads = self.gradient_func(self.forward_func, xs, target, args)
@@ -215,6 +254,36 @@ class IntegratedGradients(GradientAttribution):
         self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int | str = 50,
         method: str = "gausslegendre", internal_batch_size: int | None = None, return_convergence_delta: bool = False,
     ):
+        """Integrate the target's gradient along the straight path from ``baselines`` to ``inputs``.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            n_steps: points on the path from baseline to input.
+            method: the quadrature rule: ``"gausslegendre"`` or ``"riemann_left"``, ``"riemann_right"``,
+                ``"riemann_middle"``, ``"riemann_trapezoid"``.
+            internal_batch_size: path points evaluated per forward pass; None sizes the batches from the memory
+                budget. The result does not depend on it.
+            return_convergence_delta: also return the convergence delta per example: the sum of the attributions
+                minus ``F(inputs) - F(baselines)``.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple); with
+            ``return_convergence_delta=True``, ``(attributions, delta)`` with one delta per example.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import IntegratedGradients
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> attr, delta = IntegratedGradients(model).attribute(x, target=1, n_steps=64, return_convergence_delta=True)
+            >>> bool(delta.abs().max() < 1e-2)
+            True
+        """
         xs, is_tuple = plumbing.as_tuple(inputs)
         bs = plumbing.format_baselines(baselines, xs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
@@ -286,6 +355,30 @@ class InputBaselineXGradient(GradientAttribution):
 
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None,
                   return_convergence_delta: bool = False):
+        """The gradient at ``inputs`` times ``inputs - baselines``.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            return_convergence_delta: also return the convergence delta per example: the sum of the attributions
+                minus ``F(inputs) - F(baselines)``.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple); with
+            ``return_convergence_delta=True``, ``(attributions, delta)`` with one delta per example.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import InputBaselineXGradient
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> InputBaselineXGradient(model).attribute(x, baselines=torch.zeros(1, 3), target=0).shape
+            torch.Size([2, 3])
+        """
         xs, is_tuple = plumbing.as_tuple(inputs)
         bs = plumbing.format_baselines(baselines, xs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
@@ -335,6 +428,34 @@ class GradientShap(GradientAttribution):
 
     def attribute(self, inputs, baselines, n_samples: int = 5, stdevs=0.0, target=None,
                   additional_forward_args=None, return_convergence_delta: bool = False):
+        """Average ``gradient * (inputs - baselines)`` at random points between noisy inputs and baselines drawn
+        from ``baselines``.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            n_samples: random samples drawn per example.
+            stdevs: standard deviation of the Gaussian noise added to each sample: a float, or one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            return_convergence_delta: also return the convergence delta per example: the sum of the attributions
+                minus ``F(inputs) - F(baselines)``.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple); with
+            ``return_convergence_delta=True``, ``(attributions, delta)`` with one delta per example.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import GradientShap
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> _ = torch.manual_seed(0)
+            >>> GradientShap(model).attribute(x, baselines=torch.zeros(5, 3), n_samples=8, target=1).shape
+            torch.Size([2, 3])
+        """
         xs, _ = plumbing.as_tuple(inputs)
         distribution = plumbing.baseline_distribution(baselines, xs)
         single_point = InputBaselineXGradient(self.forward_func, self.multiplies_by_inputs)

@@ -277,6 +277,29 @@ class LRP(GradientAttribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta: bool = False,
                   verbose: bool = False):
+        """Redistribute the target output backwards layer by layer with each module's rule.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            return_convergence_delta: also return the convergence delta per example: the sum of the attributions
+                minus ``F(inputs) - F(baselines)``.
+            verbose: print the rule applied to each module.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple); with
+            ``return_convergence_delta=True``, ``(attributions, delta)`` with one delta per example.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LRP
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> LRP(model).attribute(x, target=1).shape
+            torch.Size([2, 3])
+        """
         xs, is_tuple = plumbing.as_tuple(inputs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         check_rules(self.model)

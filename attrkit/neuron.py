@@ -77,6 +77,27 @@ class NeuronGradient(_NeuronMethod):
         super().__init__(forward_func, layer, device_ids, multiply_by_inputs=False)
 
     def attribute(self, inputs, neuron_selector, additional_forward_args=None, attribute_to_neuron_input: bool = False):
+        """The gradient of one neuron's activation with respect to ``inputs``.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            neuron_selector: the neuron: an int or a tuple of ints indexing the layer's output after the batch
+                dimension, a tuple with slices (the selected neurons are summed), or a callable from the layer's
+                output to one value per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            attribute_to_neuron_input: select the neuron in the layer's input instead of its output.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import NeuronGradient
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> NeuronGradient(model, model[0]).attribute(x, neuron_selector=2).shape
+            torch.Size([2, 3])
+        """
         saliency = self._aimed(Saliency, neuron_selector, attribute_to_neuron_input)
         return saliency.attribute(inputs, abs=False, additional_forward_args=additional_forward_args)
 
@@ -102,6 +123,34 @@ class NeuronIntegratedGradients(_NeuronMethod):
     def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None, n_steps: int = 50,
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
                   attribute_to_neuron_input: bool = False):
+        """Integrated Gradients of one neuron's activation.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            neuron_selector: the neuron: an int or a tuple of ints indexing the layer's output after the batch
+                dimension, a tuple with slices (the selected neurons are summed), or a callable from the layer's
+                output to one value per example.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            n_steps: points on the path from baseline to input.
+            method: the quadrature rule: ``"gausslegendre"`` or ``"riemann_left"``, ``"riemann_right"``,
+                ``"riemann_middle"``, ``"riemann_trapezoid"``.
+            internal_batch_size: path points evaluated per forward pass; None sizes the batches from the memory
+                budget. The result does not depend on it.
+            attribute_to_neuron_input: select the neuron in the layer's input instead of its output.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import NeuronIntegratedGradients
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> NeuronIntegratedGradients(model, model[0]).attribute(x, neuron_selector=2).shape
+            torch.Size([2, 3])
+        """
         ig = self._aimed(IntegratedGradients, neuron_selector, attribute_to_neuron_input,
                          multiply_by_inputs=self.multiplies_by_inputs)
         return ig.attribute(inputs, baselines, additional_forward_args=additional_forward_args, n_steps=n_steps,
@@ -128,6 +177,32 @@ class NeuronGradientShap(_NeuronMethod):
 
     def attribute(self, inputs, neuron_selector, baselines, n_samples: int = 5, stdevs=0.0,
                   additional_forward_args=None, attribute_to_neuron_input: bool = False):
+        """GradientShap of one neuron's activation.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            neuron_selector: the neuron: an int or a tuple of ints indexing the layer's output after the batch
+                dimension, a tuple with slices (the selected neurons are summed), or a callable from the layer's
+                output to one value per example.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            n_samples: random samples drawn per example.
+            stdevs: standard deviation of the Gaussian noise added to each sample: a float, or one per input.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            attribute_to_neuron_input: select the neuron in the layer's input instead of its output.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import NeuronGradientShap
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> _ = torch.manual_seed(0)
+            >>> NeuronGradientShap(model, model[0]).attribute(x, neuron_selector=1, baselines=torch.zeros(3, 3)).shape
+            torch.Size([2, 3])
+        """
         gs = self._aimed(GradientShap, neuron_selector, attribute_to_neuron_input,
                          multiply_by_inputs=self.multiplies_by_inputs)
         return gs.attribute(inputs, baselines, n_samples=n_samples, stdevs=stdevs,
@@ -170,6 +245,32 @@ class NeuronDeepLift(_NeuronMethod):
 
     def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None,
                   attribute_to_neuron_input: bool = False, custom_attribution_func: Callable | None = None):
+        """DeepLift of one neuron's activation.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            neuron_selector: the neuron: an int or a tuple of ints indexing the layer's output after the batch
+                dimension, a tuple with slices (the selected neurons are summed), or a callable from the layer's
+                output to one value per example.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            attribute_to_neuron_input: select the neuron in the layer's input instead of its output.
+            custom_attribution_func: replaces the final ``multipliers * (inputs - baselines)``: it is called with
+                the multipliers (then also the inputs and the baselines), tuples over the inputs, and returns a
+                tuple of attributions.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import NeuronDeepLift
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> NeuronDeepLift(model, model[2]).attribute(x, neuron_selector=0).shape
+            torch.Size([2, 3])
+        """
         dl = self._aimed(DeepLift, neuron_selector, attribute_to_neuron_input,
                          multiply_by_inputs=self.multiplies_by_inputs, eps=self.eps, rules=self.rules)
         return dl.attribute(inputs, baselines, additional_forward_args=additional_forward_args,
@@ -201,6 +302,32 @@ class NeuronDeepLiftShap(_NeuronMethod):
 
     def attribute(self, inputs, neuron_selector, baselines, additional_forward_args=None,
                   attribute_to_neuron_input: bool = False, custom_attribution_func: Callable | None = None):
+        """DeepLiftShap of one neuron's activation: DeepLift against each reference in ``baselines``, averaged.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            neuron_selector: the neuron: an int or a tuple of ints indexing the layer's output after the batch
+                dimension, a tuple with slices (the selected neurons are summed), or a callable from the layer's
+                output to one value per example.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            attribute_to_neuron_input: select the neuron in the layer's input instead of its output.
+            custom_attribution_func: replaces the final ``multipliers * (inputs - baselines)``: it is called with
+                the multipliers (then also the inputs and the baselines), tuples over the inputs, and returns a
+                tuple of attributions.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import NeuronDeepLiftShap
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> NeuronDeepLiftShap(model, model[2]).attribute(x, neuron_selector=0, baselines=torch.rand(4, 3)).shape
+            torch.Size([2, 3])
+        """
         dls = self._aimed(DeepLiftShap, neuron_selector, attribute_to_neuron_input,
                           multiply_by_inputs=self.multiplies_by_inputs, rules=self.rules)
         return dls.attribute(inputs, baselines, additional_forward_args=additional_forward_args,
@@ -217,6 +344,27 @@ class _NeuronReluOverride(_NeuronMethod):
                          multiply_by_inputs=False)
 
     def attribute(self, inputs, neuron_selector, additional_forward_args=None, attribute_to_neuron_input: bool = False):
+        """The neuron's gradient with the ReLUs' backward pass overridden (see the class).
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            neuron_selector: the neuron: an int or a tuple of ints indexing the layer's output after the batch
+                dimension, a tuple with slices (the selected neurons are summed), or a callable from the layer's
+                output to one value per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            attribute_to_neuron_input: select the neuron in the layer's input instead of its output.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import NeuronGuidedBackprop
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> NeuronGuidedBackprop(model, model[2]).attribute(x, neuron_selector=1).shape
+            torch.Size([2, 3])
+        """
         method = self._aimed(self._method, neuron_selector, attribute_to_neuron_input)
         return method.attribute(inputs, additional_forward_args=additional_forward_args)
 
@@ -283,7 +431,28 @@ class NeuronFeatureAblation(_AimedAtNeuron, PerturbationAttribution):
     def attribute(self, inputs, neuron_selector, baselines=None, additional_forward_args=None, feature_mask=None,
                   attribute_to_neuron_input: bool = False, perturbations_per_eval: int | None = None):
         """Arguments as in :meth:`attrkit.FeatureAblation.attribute`, with the neuron (``neuron_selector``)
-        in place of ``target``; ``perturbations_per_eval=None`` sizes the batches from the memory budget."""
+        in place of ``target``; ``perturbations_per_eval=None`` sizes the batches from the memory budget.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            feature_mask: integer tensor(s) broadcastable to each input; features with equal ids are perturbed
+                together.
+            attribute_to_neuron_input: select the neuron in the layer's input instead of its output.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import NeuronFeatureAblation
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> NeuronFeatureAblation(model, model[0]).attribute(x, neuron_selector=3).shape
+            torch.Size([2, 3])
+        """
         ablation = self._aimed(FeatureAblation, neuron_selector, attribute_to_neuron_input)
         return ablation.attribute(inputs, baselines, additional_forward_args=additional_forward_args,
                                   feature_mask=feature_mask, perturbations_per_eval=perturbations_per_eval)
@@ -316,6 +485,37 @@ class NeuronConductance(_NeuronMethod):
     def attribute(self, inputs, neuron_selector, baselines=None, target=None, additional_forward_args=None,
                   n_steps: int = 50, method: str = "riemann_trapezoid", internal_batch_size: int | None = None,
                   attribute_to_neuron_input: bool = False, grad_kwargs: dict | None = None):
+        """Conductance through one neuron: the target's path integral restricted to the flow through that neuron.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            neuron_selector: the neuron: an int or a tuple of ints indexing the layer's output after the batch
+                dimension, a tuple with slices (the selected neurons are summed), or a callable from the layer's
+                output to one value per example.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            n_steps: points on the path from baseline to input.
+            method: the quadrature rule: ``"gausslegendre"`` or ``"riemann_left"``, ``"riemann_right"``,
+                ``"riemann_middle"``, ``"riemann_trapezoid"``.
+            internal_batch_size: path points evaluated per forward pass; None sizes the batches from the memory
+                budget. The result does not depend on it.
+            attribute_to_neuron_input: select the neuron in the layer's input instead of its output.
+            grad_kwargs: keyword arguments passed to ``torch.autograd.grad``.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import NeuronConductance
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> NeuronConductance(model, model[0]).attribute(x, neuron_selector=1, target=0, n_steps=16).shape
+            torch.Size([2, 3])
+        """
         xs, is_tuple = plumbing.as_tuple(inputs)
         bs = plumbing.format_baselines(baselines, xs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)

@@ -56,6 +56,33 @@ class NoiseTunnel(Attribution):
 
     def attribute(self, inputs, nt_type: str = "smoothgrad", nt_samples: int = 5, nt_samples_batch_size=None,
                   stdevs=1.0, draw_baseline_from_distrib: bool = False, **kwargs):
+        """Run the wrapped method on noisy copies of ``inputs`` and combine the results.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            nt_type: how the noisy attributions are combined: ``"smoothgrad"`` (mean), ``"smoothgrad_sq"`` (mean of
+                squares) or ``"vargrad"`` (variance).
+            nt_samples: noisy copies per example.
+            nt_samples_batch_size: noisy copies per call of the wrapped method; None takes them all at once.
+            stdevs: standard deviation of the Gaussian noise added to each sample: a float, or one per input.
+            draw_baseline_from_distrib: draw one baseline per noisy sample from ``baselines`` (for methods that take
+                a baseline distribution).
+            **kwargs: passed to the wrapped method's ``attribute`` (``target``, ``baselines``, ``n_steps``...).
+
+        Returns:
+            What the wrapped method returns, combined over the noisy copies; ``(attributions, delta)`` when it
+            returns a delta.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import NoiseTunnel
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> from attrkit import Saliency
+            >>> _ = torch.manual_seed(0)
+            >>> NoiseTunnel(Saliency(model)).attribute(x, nt_samples=4, stdevs=0.1, target=0).shape
+            torch.Size([2, 3])
+        """
         xs, is_tuple = plumbing.as_tuple(inputs)
         plumbing.check_choice(nt_type, "nt_type", NT_TYPES)
         nt_samples = plumbing.check_positive_int(nt_samples, "nt_samples")

@@ -73,6 +73,17 @@ class FeatureAblation(PerturbationAttribution):
             perturbations_per_eval: perturbations per forward pass; None sizes it from the memory budget.
             show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
             max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import FeatureAblation
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> FeatureAblation(model).attribute(x, target=0, feature_mask=torch.tensor([[0, 0, 1]])).shape
+            torch.Size([2, 3])
         """
         xs, is_tuple = plumbing.as_tuple(inputs)
         bs = plumbing.format_baselines(baselines, xs)
@@ -129,6 +140,27 @@ class Occlusion(FeatureAblation):
                 dimension, or one of those per input; default 1. A window at the far edge is cut to fit, as
                 in Captum.
             Other arguments: as in :meth:`FeatureAblation.attribute`.
+
+        Args:
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            perturbations_per_eval: perturbed copies per forward pass; None sizes it from the memory budget.
+            show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
+            max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import Occlusion
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> Occlusion(model).attribute(x, sliding_window_shapes=(2,), target=1).shape
+            torch.Size([2, 3])
         """
         xs, is_tuple = plumbing.as_tuple(inputs)
         bs = plumbing.format_baselines(baselines, xs)
@@ -183,7 +215,32 @@ class FeaturePermutation(FeatureAblation):
                   perturbations_per_eval: int | None = None, show_progress: bool | None = None,
                   max_batch_memory_mb: float | None = None, **kwargs):
         """Attribute by shuffling each feature (group) across the batch; arguments as in
-        :meth:`FeatureAblation.attribute` (``baselines`` is accepted and ignored, as in Captum)."""
+        :meth:`FeatureAblation.attribute` (``baselines`` is accepted and ignored, as in Captum).
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            feature_mask: integer tensor(s) broadcastable to each input; features with equal ids are perturbed
+                together.
+            perturbations_per_eval: perturbed copies per forward pass; None sizes it from the memory budget.
+            show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
+            max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
+            **kwargs: passed to the wrapped method's ``attribute`` (``target``, ``baselines``, ``n_steps``...).
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import FeaturePermutation
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> _ = torch.manual_seed(0)
+            >>> FeaturePermutation(model).attribute(torch.rand(5, 3), target=0).shape
+            torch.Size([5, 3])
+        """
         unknown = set(kwargs) - {"baselines"}
         if unknown:
             raise TypeError(f"FeaturePermutation.attribute() got unexpected keyword argument(s) {sorted(unknown)}.")

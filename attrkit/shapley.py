@@ -59,7 +59,31 @@ class ShapleyValueSampling(PerturbationAttribution):
                   n_samples: int = 25, perturbations_per_eval: int | None = None, show_progress: bool | None = None,
                   max_batch_memory_mb: float | None = None):
         """Arguments as in :meth:`attrkit.FeatureAblation.attribute`; feature ids in ``feature_mask`` run
-        from 0 to (number of features - 1); ``n_samples``: how many random feature orders."""
+        from 0 to (number of features - 1); ``n_samples``: how many random feature orders.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            perturbations_per_eval: perturbed copies per forward pass; None sizes it from the memory budget.
+            show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
+            max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import ShapleyValueSampling
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> _ = torch.manual_seed(0)
+            >>> ShapleyValueSampling(model).attribute(x, target=0, n_samples=4).shape
+            torch.Size([2, 3])
+        """
         n_samples = plumbing.check_positive_int(n_samples, "n_samples")
         game = _Game(self.forward_func, inputs, baselines, target, additional_forward_args, feature_mask)
         orders = torch.stack([torch.randperm(game.n_features, device=game.device) for _ in range(n_samples)])
@@ -102,7 +126,32 @@ class ShapleyValues(ShapleyValueSampling):
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, feature_mask=None,
                   perturbations_per_eval: int | None = None, show_progress: bool | None = None,
                   max_batch_memory_mb: float | None = None):
-        """Arguments as in :meth:`ShapleyValueSampling.attribute`, without ``n_samples``."""
+        """Arguments as in :meth:`ShapleyValueSampling.attribute`, without ``n_samples``.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            feature_mask: integer tensor(s) broadcastable to each input; features with equal ids are perturbed
+                together.
+            perturbations_per_eval: perturbed copies per forward pass; None sizes it from the memory budget.
+            show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
+            max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import ShapleyValues
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> ShapleyValues(model).attribute(x, target=0).shape
+            torch.Size([2, 3])
+        """
         game = _Game(self.forward_func, inputs, baselines, target, additional_forward_args, feature_mask)
         n = game.n_features
         if n > self.max_features:
@@ -200,7 +249,20 @@ class LimeBase(PerturbationAttribution):
                   perturbations_per_eval: int | None = None, show_progress: bool | None = None,
                   max_batch_memory_mb: float | None = None, **kwargs):
         """Draw ``n_samples`` samples, evaluate the model on them in batches, fit the interpretable model;
-        ``kwargs`` go to ``perturb_func``, the transforms and ``similarity_func``."""
+        ``kwargs`` go to ``perturb_func``, the transforms and ``similarity_func``.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            perturbations_per_eval: perturbed copies per forward pass; None sizes it from the memory budget.
+            show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
+            max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
+
+        Returns:
+            The fitted surrogate's coefficients (or what ``from_interp_rep_transform`` makes of them).
+        """
         n_samples = plumbing.check_positive_int(n_samples, "n_samples")
         interps, model_inputs, weights = self._samples(inputs, n_samples, kwargs)
         xs = plumbing.as_tuple(inputs)[0]
@@ -273,7 +335,34 @@ class Lime(LimeBase):
                   n_samples: int = 25, perturbations_per_eval: int | None = None, return_input_shape: bool = True,
                   show_progress: bool | None = None, max_batch_memory_mb: float | None = None):
         """Arguments as in :meth:`attrkit.FeatureAblation.attribute`, and ``n_samples`` (samples per
-        example); ``return_input_shape=False`` returns the coefficients, ``(examples, n_features)``."""
+        example); ``return_input_shape=False`` returns the coefficients, ``(examples, n_features)``.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            feature_mask: integer tensor(s) broadcastable to each input; features with equal ids are perturbed
+                together.
+            perturbations_per_eval: perturbed copies per forward pass; None sizes it from the memory budget.
+            show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
+            max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple); the coefficients when
+            ``return_input_shape`` is False.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import Lime
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> _ = torch.manual_seed(0)
+            >>> Lime(model).attribute(x, target=0, n_samples=20).shape
+            torch.Size([2, 3])
+        """
         n_samples = plumbing.check_positive_int(n_samples, "n_samples")
         xs, is_tuple = plumbing.as_tuple(inputs)
         bs = plumbing.format_baselines(baselines, xs)

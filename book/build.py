@@ -54,13 +54,16 @@ def execute(src: Path, dst: Path, parameters: dict | None = None) -> float:
     return time.perf_counter() - start
 
 
+from colab import drop_badge_if_unset  # noqa: E402  (book/colab.py, beside this script)
+
 BADGE_URL = "https://colab.research.google.com/assets/colab-badge.svg"
 
 
 def localize_badge(notebook: Path) -> None:
     """Show the Colab badge from the book's own _static folder, so pages load completely offline."""
     text = notebook.read_text()
-    notebook.write_text(text.replace(BADGE_URL, "../_static/colab-badge.svg"))
+    text = text.replace(BADGE_URL, "../_static/colab-badge.svg")
+    notebook.write_text(drop_badge_if_unset(text))  # no repository URL in _config.yml: no badge (book/colab.py)
 
 
 def retitle(notebook: Path, title: str, parameters: dict) -> None:

@@ -84,6 +84,18 @@ class LayerDeepLift(LayerGradientAttribution):
                 (multipliers), (multipliers, a(x)) or (multipliers, a(x), a(b)), tuples over the
                 layer's tensors, and returns a tuple.
             grad_kwargs: keyword arguments for ``torch.autograd.grad``.
+
+        Returns:
+            The attributions, shaped like the layer's output (or input); a tuple when the layer has several. With
+            ``return_convergence_delta=True``, ``(attributions, delta)``.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerDeepLift
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> LayerDeepLift(model, model[0]).attribute(x, baselines=torch.zeros(1, 3), target=1).shape
+            torch.Size([2, 4])
         """
         xs, _ = plumbing.as_tuple(inputs)
         bs = plumbing.format_baselines(baselines, xs)
@@ -123,7 +135,31 @@ class LayerDeepLiftShap(LayerDeepLift):
                   return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
                   custom_attribution_func: Callable | None = None):
         """As :meth:`LayerDeepLift.attribute`, with ``baselines`` a tensor of reference examples
-        ``(n_baselines, *example_shape)`` (a tuple of them for tuple inputs, or a callable returning that)."""
+        ``(n_baselines, *example_shape)`` (a tuple of them for tuple inputs, or a callable returning that).
+
+        Args:
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            return_convergence_delta: also return the convergence delta per example: the sum of the attributions
+                minus ``F(inputs) - F(baselines)``.
+            attribute_to_layer_input: attribute to the layer's input instead of its output.
+            custom_attribution_func: replaces the final ``multipliers * (inputs - baselines)``: it is called with
+                the multipliers (then also the inputs and the baselines), tuples over the inputs, and returns a
+                tuple of attributions.
+
+        Returns:
+            The attributions, shaped like the layer's output (or input); a tuple when the layer has several. With
+            ``return_convergence_delta=True``, ``(attributions, delta)``.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerDeepLiftShap
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> LayerDeepLiftShap(model, model[0]).attribute(x, baselines=torch.rand(4, 3), target=1).shape
+            torch.Size([2, 4])
+        """
         def each_pair(xs, bs, target, args):
             return super(LayerDeepLiftShap, self).attribute(xs, bs, target, args, return_convergence_delta,
                                                             attribute_to_layer_input, custom_attribution_func)

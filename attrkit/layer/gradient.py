@@ -65,6 +65,24 @@ class LayerActivation(LayerGradientAttribution):
     _multiplies_by_inputs = True
 
     def attribute(self, inputs, additional_forward_args=None, attribute_to_layer_input: bool = False):
+        """The layer's activations for ``inputs`` (no target: nothing is differentiated).
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            attribute_to_layer_input: attribute to the layer's input instead of its output.
+
+        Returns:
+            The attributions, shaped like the layer's output (or input); a tuple when the layer has several.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerActivation
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> LayerActivation(model, model[0]).attribute(x).shape
+            torch.Size([2, 4])
+        """
         xs, _ = plumbing.as_tuple(inputs)
         args = plumbing.format_args(additional_forward_args)
         return self._for_each_layer(
@@ -99,6 +117,27 @@ class LayerGradientXActivation(LayerGradientAttribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False,
                   grad_kwargs: dict | None = None):
+        """The target's gradient with respect to the layer's activations, times those activations.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            attribute_to_layer_input: attribute to the layer's input instead of its output.
+            grad_kwargs: keyword arguments passed to ``torch.autograd.grad``.
+
+        Returns:
+            The attributions, shaped like the layer's output (or input); a tuple when the layer has several.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerGradientXActivation
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> LayerGradientXActivation(model, model[0]).attribute(x, target=1).shape
+            torch.Size([2, 4])
+        """
         xs, _ = plumbing.as_tuple(inputs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
 
@@ -141,6 +180,34 @@ class LayerGradCam(LayerGradientAttribution):
     def attribute(self, inputs, target=None, additional_forward_args=None, attribute_to_layer_input: bool = False,
                   relu_attributions: bool = False, attr_dim_summation: bool = True, grad_kwargs: dict | None = None,
                   reshape_transform: Callable | None = None):
+        """Grad-CAM at the layer: its activations weighted by the spatially averaged gradients, summed over
+        channels.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            attribute_to_layer_input: attribute to the layer's input instead of its output.
+            relu_attributions: apply a ReLU to the map (keep only positive evidence, as Grad-CAM does).
+            attr_dim_summation: sum the weighted activations over channels (True, the Grad-CAM map) or keep one map
+                per channel.
+            grad_kwargs: keyword arguments passed to ``torch.autograd.grad``.
+            reshape_transform: None (Captum's behaviour), or a function applied to the layer's activations and
+                gradients before the map is made, e.g. :func:`attrkit.vit_token_grid` to turn a vision
+                transformer's tokens into its patch grid (an attrkit addition).
+
+        Returns:
+            The map, shaped like the layer's output with one channel when ``attr_dim_summation`` is True.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerGradCam
+            >>> from attrkit.testing import SmallCNN
+            >>> model, x = SmallCNN(), torch.rand(2, 1, 8, 8)
+            >>> LayerGradCam(model, model.conv2).attribute(x, target=0).shape
+            torch.Size([2, 1, 3, 3])
+        """
         xs, _ = plumbing.as_tuple(inputs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         if reshape_transform is not None and not callable(reshape_transform):
@@ -187,6 +254,35 @@ class InternalInfluence(LayerGradientAttribution):
     def attribute(self, inputs, baselines=None, target=None, additional_forward_args=None, n_steps: int = 50,
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
                   attribute_to_layer_input: bool = False, grad_kwargs: dict | None = None):
+        """Integrate the target's gradient with respect to the layer along the input path from ``baselines`` to
+        ``inputs``.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            n_steps: points on the path from baseline to input.
+            method: the quadrature rule: ``"gausslegendre"`` or ``"riemann_left"``, ``"riemann_right"``,
+                ``"riemann_middle"``, ``"riemann_trapezoid"``.
+            internal_batch_size: path points evaluated per forward pass; None sizes the batches from the memory
+                budget. The result does not depend on it.
+            attribute_to_layer_input: attribute to the layer's input instead of its output.
+            grad_kwargs: keyword arguments passed to ``torch.autograd.grad``.
+
+        Returns:
+            The attributions, shaped like the layer's output (or input); a tuple when the layer has several.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import InternalInfluence
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> InternalInfluence(model, model[0]).attribute(x, target=1, n_steps=16).shape
+            torch.Size([2, 4])
+        """
         xs, bs, target, args = _path_arguments(inputs, baselines, target, additional_forward_args, n_steps)
 
         def layer_grads(points, t, a):
@@ -232,6 +328,38 @@ class LayerConductance(LayerGradientAttribution):
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
                   return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
                   grad_kwargs: dict | None = None):
+        """Conductance: the target's path integral, attributed to the layer's neurons.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            n_steps: points on the path from baseline to input.
+            method: the quadrature rule: ``"gausslegendre"`` or ``"riemann_left"``, ``"riemann_right"``,
+                ``"riemann_middle"``, ``"riemann_trapezoid"``.
+            internal_batch_size: path points evaluated per forward pass; None sizes the batches from the memory
+                budget. The result does not depend on it.
+            return_convergence_delta: also return the convergence delta per example: the sum of the attributions
+                minus ``F(inputs) - F(baselines)``.
+            attribute_to_layer_input: attribute to the layer's input instead of its output.
+            grad_kwargs: keyword arguments passed to ``torch.autograd.grad``.
+
+        Returns:
+            The attributions, shaped like the layer's output (or input); a tuple when the layer has several. With
+            ``return_convergence_delta=True``, ``(attributions, delta)``.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerConductance
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> attr, delta = LayerConductance(model, model[0]).attribute(x, target=1, n_steps=64, return_convergence_delta=True)
+            >>> attr.shape
+            torch.Size([2, 4])
+        """
         xs, bs, target, args = _path_arguments(inputs, baselines, target, additional_forward_args, n_steps)
         _, alphas = plumbing.integration_rule(method, n_steps + 1)
         n = plumbing.batch_size_of(xs)
@@ -290,6 +418,39 @@ class LayerIntegratedGradients(LayerGradientAttribution):
                   method: str = "gausslegendre", internal_batch_size: int | None = None,
                   return_convergence_delta: bool = False, attribute_to_layer_input: bool = False,
                   grad_kwargs: dict | None = None):
+        """Integrated Gradients at the layer: the path runs between the layer's activations for ``baselines`` and
+        for ``inputs``.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            n_steps: points on the path from baseline to input.
+            method: the quadrature rule: ``"gausslegendre"`` or ``"riemann_left"``, ``"riemann_right"``,
+                ``"riemann_middle"``, ``"riemann_trapezoid"``.
+            internal_batch_size: path points evaluated per forward pass; None sizes the batches from the memory
+                budget. The result does not depend on it.
+            return_convergence_delta: also return the convergence delta per example: the sum of the attributions
+                minus ``F(inputs) - F(baselines)``.
+            attribute_to_layer_input: attribute to the layer's input instead of its output.
+            grad_kwargs: keyword arguments passed to ``torch.autograd.grad``.
+
+        Returns:
+            The attributions, shaped like the layer's output (or input); a tuple when the layer has several. With
+            ``return_convergence_delta=True``, ``(attributions, delta)``.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerIntegratedGradients
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> attr, delta = LayerIntegratedGradients(model, model[0]).attribute(x, target=1, return_convergence_delta=True)
+            >>> attr.shape
+            torch.Size([2, 4])
+        """
         xs, bs, target, args = _path_arguments(inputs, baselines, target, additional_forward_args, n_steps)
         space = LayerSpace(self.forward_func, self._layers(), xs, args, attribute_to_layer_input)
         ig = IntegratedGradients(space.function, self.multiplies_by_inputs)
@@ -367,6 +528,35 @@ class LayerGradientShap(LayerGradientAttribution):
     def attribute(self, inputs, baselines, n_samples: int = 5, stdevs=0.0, target=None,
                   additional_forward_args=None, return_convergence_delta: bool = False,
                   attribute_to_layer_input: bool = False):
+        """GradientShap at the layer: gradient times activation difference at random points between noisy inputs and
+        baselines.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
+                broadcastable to the input (one per example or shared), or a tuple of those, one per input.
+            n_samples: random samples drawn per example.
+            stdevs: standard deviation of the Gaussian noise added to each sample: a float, or one per input.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            return_convergence_delta: also return the convergence delta per example: the sum of the attributions
+                minus ``F(inputs) - F(baselines)``.
+            attribute_to_layer_input: attribute to the layer's input instead of its output.
+
+        Returns:
+            The attributions, shaped like the layer's output (or input); a tuple when the layer has several. With
+            ``return_convergence_delta=True``, ``(attributions, delta)``.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerGradientShap
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> _ = torch.manual_seed(0)
+            >>> LayerGradientShap(model, model[0]).attribute(x, baselines=torch.zeros(3, 3), n_samples=4, target=0).shape
+            torch.Size([2, 4])
+        """
         xs, _ = plumbing.as_tuple(inputs)
         one_sample = _LayerInputBaselineXGradient(self.forward_func, self.layer, self.multiplies_by_inputs)
         out = NoiseTunnel(one_sample).attribute(
@@ -420,6 +610,28 @@ class GuidedGradCam(GradientAttribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None, interpolate_mode: str = "nearest",
                   attribute_to_layer_input: bool = False):
+        """Guided backpropagation times the layer's Grad-CAM map upsampled to the input.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            interpolate_mode: how the layer's map is upsampled to the input size (a
+                ``torch.nn.functional.interpolate`` mode).
+            attribute_to_layer_input: attribute to the layer's input instead of its output.
+
+        Returns:
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import GuidedGradCam
+            >>> from attrkit.testing import SmallCNN
+            >>> model, x = SmallCNN(), torch.rand(2, 1, 8, 8)
+            >>> GuidedGradCam(model, model.conv2).attribute(x, target=2).shape
+            torch.Size([2, 1, 8, 8])
+        """
         xs, is_tuple = plumbing.as_tuple(inputs)
         cam = self.grad_cam.attribute(xs, target, additional_forward_args, attribute_to_layer_input,
                                       relu_attributions=True)

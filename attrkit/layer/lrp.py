@@ -37,6 +37,30 @@ class LayerLRP(LRP, LayerAttribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta: bool = False,
                   attribute_to_layer_input: bool = False, verbose: bool = False):
+        """LRP relevance at the layer.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            return_convergence_delta: also return the convergence delta per example: the sum of the attributions
+                minus ``F(inputs) - F(baselines)``.
+            attribute_to_layer_input: attribute to the layer's input instead of its output.
+            verbose: print the rule applied to each module.
+
+        Returns:
+            The attributions, shaped like the layer's output (or input); a tuple when the layer has several. With
+            ``return_convergence_delta=True``, ``(attributions, delta)``.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerLRP
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> LayerLRP(model, model[0]).attribute(x, target=1).shape
+            torch.Size([2, 4])
+        """
         xs, _ = plumbing.as_tuple(inputs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         check_rules(self.model)

@@ -66,6 +66,17 @@ class LayerFeatureAblation(LayerAttribution, PerturbationAttribution):
             layer_mask: integer tensor(s) broadcastable to the layer's output; equal ids are ablated together.
             attribute_to_layer_input: ablate the layer's input instead of its output.
             perturbations_per_eval: perturbations per forward pass; None sizes it from the memory budget.
+
+        Returns:
+            The attributions, shaped like the layer's output (or input); a tuple when the layer has several.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerFeatureAblation
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> LayerFeatureAblation(model, model[0]).attribute(x, target=1).shape
+            torch.Size([2, 4])
         """
         def ablate(space: LayerSpace) -> tuple:
             return FeatureAblation(space.function).attribute(
@@ -97,7 +108,29 @@ class LayerFeaturePermutation(LayerAttribution, PerturbationAttribution):
     def attribute(self, inputs, target=None, additional_forward_args=None, layer_mask=None,
                   perturbations_per_eval: int | None = None):
         """Attribute by shuffling each neuron (group) of the layer across the batch; arguments as in
-        :meth:`LayerFeatureAblation.attribute`."""
+        :meth:`LayerFeatureAblation.attribute`.
+
+        Args:
+            inputs: the input tensor, or a tuple of tensors, batch first.
+            target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
+                with one of those per example, or None when the model returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            layer_mask: integer tensor(s) broadcastable to the layer's output; neurons with equal ids are perturbed
+                together.
+            perturbations_per_eval: perturbed copies per forward pass; None sizes it from the memory budget.
+
+        Returns:
+            The attributions, shaped like the layer's output (or input); a tuple when the layer has several.
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerFeaturePermutation
+            >>> model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+            >>> x = torch.rand(2, 3)
+            >>> _ = torch.manual_seed(0)
+            >>> LayerFeaturePermutation(model, model[0]).attribute(torch.rand(5, 3), target=1).shape
+            torch.Size([5, 4])
+        """
         def permute(space: LayerSpace) -> tuple:
             return FeaturePermutation(space.function).attribute(
                 space.inputs, target, space.model_args, _layer_mask(layer_mask, space), perturbations_per_eval)
