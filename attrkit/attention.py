@@ -238,6 +238,31 @@ class AttentionRollout(_AttentionAttribution):
     def attribute(self, inputs, additional_forward_args=None, head_fusion: str = "mean", add_residual: bool = True,
                   token_index: int = 0, num_prefix_tokens: int = 1, as_grid: bool = True, grid_size=None,
                   interpolate_dims=None, interpolate_mode: str = "bilinear") -> Tensor:
+        """Roll the attention out through every layer and read out one token's row.
+
+        Args:
+            inputs: the input tensor (or tuple of tensors) of the model, batch first.
+            additional_forward_args: extra arguments passed to the model after the inputs.
+            head_fusion: how the heads of a layer are combined: ``"mean"``, ``"max"`` or ``"min"``.
+            add_residual: add the identity for the residual connection before renormalising (the paper's rule).
+            token_index: the token whose row is read out (0: the class token).
+            num_prefix_tokens: tokens before the patches (class and register tokens), dropped from the map.
+            as_grid: return a (N, 1, h, w) patch map (True) or (N, P) token scores (False, for text models).
+            grid_size: ``(h, w)`` of the patch grid; None infers a square grid.
+            interpolate_dims: upsample the map to this size (e.g. the image's), or None.
+            interpolate_mode: the interpolation mode for ``interpolate_dims``.
+
+        Returns:
+            The rollout map per example: (N, 1, h, w), or (N, P) with ``as_grid=False``.
+
+        Example:
+            >>> import torch
+            >>> from torchvision.models import VisionTransformer
+            >>> vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+            ...                         mlp_dim=64, num_classes=5).eval()
+            >>> AttentionRollout(vit).attribute(torch.rand(2, 3, 32, 32), head_fusion="max").shape
+            torch.Size([2, 1, 4, 4])
+        """
         xs, _ = plumbing.as_tuple(inputs)
         plumbing.require_examples(xs)
         fuse = _HEAD_FUSIONS[plumbing.check_choice(head_fusion, "head_fusion", list(_HEAD_FUSIONS))]
@@ -284,6 +309,31 @@ class GradientWeightedAttention(_AttentionAttribution):
     def attribute(self, inputs, target=None, additional_forward_args=None, token_index: int = 0,
                   num_prefix_tokens: int = 1, as_grid: bool = True, grid_size=None, interpolate_dims=None,
                   interpolate_mode: str = "bilinear") -> Tensor:
+        """Weight each layer's attention by its gradient for ``target``, accumulate, and read out one token's row.
+
+        Args:
+            inputs: the input tensor (or tuple of tensors) of the model, batch first.
+            target: the output to explain per example: an int, a tuple index, a list of those, or None for a
+                model that returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs.
+            token_index: the token whose row is read out (0: the class token).
+            num_prefix_tokens: tokens before the patches (class and register tokens), dropped from the map.
+            as_grid: return a (N, 1, h, w) patch map (True) or (N, P) token scores (False, for text models).
+            grid_size: ``(h, w)`` of the patch grid; None infers a square grid.
+            interpolate_dims: upsample the map to this size (e.g. the image's), or None.
+            interpolate_mode: the interpolation mode for ``interpolate_dims``.
+
+        Returns:
+            The relevance map per example: (N, 1, h, w), or (N, P) with ``as_grid=False``.
+
+        Example:
+            >>> import torch
+            >>> from torchvision.models import VisionTransformer
+            >>> vit = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32,
+            ...                         mlp_dim=64, num_classes=5).eval()
+            >>> GradientWeightedAttention(vit).attribute(torch.rand(2, 3, 32, 32), target=0, as_grid=False).shape
+            torch.Size([2, 16])
+        """
         xs, _ = plumbing.as_tuple(inputs)
         plumbing.require_examples(xs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)

@@ -63,6 +63,28 @@ class AttnLRP(GradientAttribution):
 
     def attribute(self, inputs, target=None, additional_forward_args=None, return_convergence_delta: bool = False,
                   layer: nn.Module | None = None, attribute_to_layer_input: bool = False):
+        """Relevance of every input (or of ``layer``'s values) for ``target``, in one forward and backward pass.
+
+        Args:
+            inputs: float input tensor (or tuple of tensors), batch first: pixels, or token embeddings.
+            target: the output to explain per example: an int, a tuple index, a list of those, or None for a
+                model that returns one number per example.
+            additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            return_convergence_delta: also return ``output - sum(relevance)`` per example (what is not conserved).
+            layer: a module of the model: relevance at its output instead of at the inputs, or None.
+            attribute_to_layer_input: with ``layer``, relevance at the module's input instead of its output.
+
+        Returns:
+            Relevance shaped like the inputs (or the layer's values); with ``return_convergence_delta=True``,
+            ``(relevance, delta)``.
+
+        Example:
+            >>> import torch
+            >>> from torchvision.models import VisionTransformer
+            >>> vit = VisionTransformer(32, 8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=3).eval()
+            >>> AttnLRP(vit).attribute(torch.rand(1, 3, 32, 32), target=0, layer=vit.encoder.layers[0]).shape
+            torch.Size([1, 17, 32])
+        """
         xs, is_tuple = plumbing.as_tuple(inputs)
         target, args = plumbing.validate_target(target), plumbing.format_args(additional_forward_args)
         with transformer_rules(self.model) as rewriter:
