@@ -10,7 +10,8 @@ from .deeplift import DeepLift, DeepLiftShap
 from .backprop import Deconvolution, GuidedBackprop
 from .lrp import LRP, Alpha1_Beta0_Rule, EpsilonRule, GammaRule, IdentityRule, PropagationRule
 from .perturbation import FeatureAblation, FeaturePermutation, Occlusion
-from .shapley import KernelShap, Lime, LimeBase, ShapleyValues, ShapleyValueSampling
+from .lime import KernelShap, Lime, LimeBase
+from .shapley import ShapleyValues, ShapleyValueSampling
 from .layer import (GuidedGradCam, InternalInfluence, LayerActivation, LayerConductance, LayerDeepLift,
                     LayerDeepLiftShap, LayerFeatureAblation, LayerFeaturePermutation, LayerGradCam,
                     LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients, LayerLRP)

@@ -1,4 +1,5 @@
-"""Batching for perturbation methods — the shared loop of perturbation.py, shapley.py and their layer/neuron forms.
+"""Batching for perturbation methods — the shared loop of perturbation.py, shapley.py, lime.py and their
+layer/neuron forms.
 
 A perturbation method evaluates the model on many perturbed copies of the inputs. Here, once: feature masks,
 how many copies go into one forward pass (from a memory budget), and the loop that runs them under

@@ -82,7 +82,7 @@ def retitle(notebook: Path, title: str, parameters: dict) -> None:
 
 
 # modules whose classes are documented on another family's reference page (every attrkit.layer.* on "layer")
-REFERENCE_PAGE = {"surrogates": "shapley"}
+REFERENCE_PAGE = {"surrogates": "shapley", "lime": "shapley", "neuron_rules": "neuron"}
 
 
 def algorithms_table() -> str:

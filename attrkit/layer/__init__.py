@@ -1,8 +1,9 @@
 """Layer methods: the primary estimators re-rooted at a layer's activations, one module per family.
 
 * :mod:`attrkit.layer.gradient` — :class:`LayerActivation`, :class:`LayerGradientXActivation`,
-  :class:`LayerGradCam`, :class:`InternalInfluence`, :class:`LayerConductance`,
-  :class:`LayerIntegratedGradients`, :class:`LayerGradientShap`, :class:`GuidedGradCam`;
+  :class:`LayerGradCam`, :class:`LayerGradientShap`, :class:`GuidedGradCam`;
+* :mod:`attrkit.layer.path` — :class:`InternalInfluence`, :class:`LayerConductance`,
+  :class:`LayerIntegratedGradients`;
 * :mod:`attrkit.layer.deeplift` — :class:`LayerDeepLift`, :class:`LayerDeepLiftShap`;
 * :mod:`attrkit.layer.perturbation` — :class:`LayerFeatureAblation`, :class:`LayerFeaturePermutation`;
 * :mod:`attrkit.layer.lrp` — :class:`LayerLRP`;
@@ -13,10 +14,10 @@ layer space) is in :mod:`attrkit.layer._base`; the one gradient with respect to 
 :func:`attrkit._hooks.layer_gradients`. Every class is also importable from ``attrkit``.
 """
 from .deeplift import LayerDeepLift, LayerDeepLiftShap
-from .gradient import (GuidedGradCam, InternalInfluence, LayerActivation, LayerConductance, LayerGradCam,
-                       LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients)
+from .gradient import GuidedGradCam, LayerActivation, LayerGradCam, LayerGradientShap, LayerGradientXActivation
 from .input_wrapper import ModelInputWrapper
 from .lrp import LayerLRP
+from .path import InternalInfluence, LayerConductance, LayerIntegratedGradients
 from .perturbation import LayerFeatureAblation, LayerFeaturePermutation
 
 __all__ = [

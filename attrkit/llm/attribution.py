@@ -25,7 +25,8 @@ from torch import Tensor, nn
 
 from ..base import Attribution
 from ..perturbation import FeatureAblation, FeaturePermutation, Occlusion
-from ..shapley import KernelShap, Lime, ShapleyValues, ShapleyValueSampling
+from ..lime import KernelShap, Lime
+from ..shapley import ShapleyValues, ShapleyValueSampling
 from ._model import (ModelCaller, answer_log_probs, apply_score, context_length, greedy_decode,
                      score_function)
 from .inputs import InterpretableInput, token_ids

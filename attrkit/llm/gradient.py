@@ -12,7 +12,8 @@ from .._plumbing import as_tuple, baseline_distribution, format_args
 from ..base import Attribution
 from ..gradient import GradientShap
 from ..layer._base import LayerSpace
-from ..layer.gradient import LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients
+from ..layer.gradient import LayerGradientShap, LayerGradientXActivation
+from ..layer.path import LayerIntegratedGradients
 from ._model import answer_log_probs, find_embedding_layer
 from .attribution import BaseLLMAttribution
 from .inputs import TextTokenInput

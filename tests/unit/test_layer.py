@@ -35,7 +35,7 @@ def _output_gain(model, x, baseline, target):
 
 
 @pytest.mark.parametrize("module", [attrkit.layer, attrkit.layer.gradient, attrkit.layer.deeplift,
-                                    attrkit.layer.perturbation, attrkit.layer.lrp])
+                                    attrkit.layer.perturbation, attrkit.layer.lrp, attrkit.layer.path])
 def test_docstring_examples_run(module):
     assert doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
 

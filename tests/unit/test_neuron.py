@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import attrkit.neuron
+import attrkit.neuron_rules
 from attrkit import (Deconvolution, DeepLift, FeatureAblation, GuidedBackprop, LayerActivation, LayerConductance,
                      NeuronConductance, NeuronDeconvolution, NeuronDeepLift, NeuronDeepLiftShap,
                      NeuronFeatureAblation, NeuronGradient, NeuronGradientShap, NeuronGuidedBackprop,
@@ -38,8 +39,9 @@ def _neuron_change(model, layer, neuron, x, baseline):
     return values.attribute(x)[index] - values.attribute(baseline)[index]
 
 
-def test_docstring_examples_run():
-    assert doctest.testmod(attrkit.neuron, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
+@pytest.mark.parametrize("module", [attrkit.neuron, attrkit.neuron_rules])
+def test_docstring_examples_run(module):
+    assert doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
 
 
 # --------------------------------------------------------------------------- axioms
