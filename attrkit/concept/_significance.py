@@ -50,7 +50,7 @@ def tcav_significance(tcav, inputs, concept: "Concept | list[Concept]", random_c
 
     Args:
         tcav: a :class:`~attrkit.concept.TCAV`.
-        inputs, target, additional_forward_args, **kwargs: as for :meth:`TCAV.interpret`.
+        inputs, target, additional_forward_args, kwargs: as for :meth:`TCAV.interpret`.
         concept: the concept to test, or a list of them (one :meth:`TCAV.interpret` call for all).
         random_concepts: at least three random concepts (more is better: the paper uses tens).
         score_type: ``"sign_count"`` or ``"magnitude"``.
