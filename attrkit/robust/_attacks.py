@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .. import _plumbing as plumbing
+from .._threads import threads_beside_others
 
 
 class Perturbation:
@@ -101,6 +102,7 @@ class FGSM(Perturbation):
         self.bound = _bounder(lower_bound, upper_bound)
         self.zero_thresh = 1e-6
 
+    @threads_beside_others()
     def perturb(self, inputs, epsilon: float, target: Any, additional_forward_args: Any = None,
                 targeted: bool = False, mask=None):
         """The adversarial inputs (same shapes as ``inputs``). ``target``: the true labels (untargeted) or the
@@ -163,6 +165,7 @@ class PGD(Perturbation):
         self.fgsm = FGSM(forward_func, loss_func)
         self.bound = _bounder(lower_bound, upper_bound)
 
+    @threads_beside_others()
     def perturb(self, inputs, radius: float, step_size: float, step_num: int, target: Any,
                 additional_forward_args: Any = None, targeted: bool = False, random_start: bool = False,
                 norm: str = "Linf", mask=None):
