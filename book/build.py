@@ -31,7 +31,7 @@ GALLERY = BOOK / "gallery"
 GENERATED = BOOK / "generated"
 
 NOTEBOOKS = ["01_toy_model", "02_imagenet_penguin_swan", "03_fastai_pets", "04_text_sentiment", "05_llm_prompts",
-             "06_tabular", "08_concepts", "09_influence", "11_segmentation", "10_robustness"]
+             "06_tabular", "07_transformers", "08_concepts", "09_influence", "10_robustness", "11_segmentation"]
 
 # (page name, title, source notebook, parameters): the same notebook, other settings.
 GALLERY_PAGES = [
