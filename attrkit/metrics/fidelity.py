@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .. import _plumbing as plumbing
+from .._threads import threads_beside_others
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -92,6 +93,7 @@ def infidelity_perturb_func_decorator(multiply_by_inputs: bool = True) -> Callab
     return decorate
 
 
+@threads_beside_others()
 def infidelity(
     forward_func: Callable, perturb_func: Callable, inputs, attributions, baselines=None,
     additional_forward_args=None, target=None, n_perturb_samples: int = 10,
@@ -193,6 +195,7 @@ def default_perturb_func(inputs, perturb_radius: float = 0.02):
     return tuple(x + torch.empty_like(x).uniform_(-perturb_radius, perturb_radius) for x in xs)
 
 
+@threads_beside_others()
 def sensitivity_max(
     explanation_func: Callable, inputs, perturb_func: Callable = default_perturb_func, perturb_radius: float = 0.02,
     n_perturb_samples: int = 10, norm_ord="fro", max_examples_per_batch: int | None = None, **kwargs,

@@ -15,11 +15,13 @@ import torch
 from torch import Tensor
 
 from .. import _plumbing as plumbing
+from .._threads import threads_beside_others
 
 MODES = ("deletion", "insertion")
 SCORES = ("softmax", "logit")
 
 
+@threads_beside_others()
 def pixel_flipping(
     model: Callable, inputs, attributions, target=None, mode: str = "deletion", steps: int = 20, baselines=None,
     additional_forward_args=None, score: str = "softmax", per_pixel: bool | None = None,

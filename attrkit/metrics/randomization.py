@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import _plumbing as plumbing
+from .._threads import threads_beside_others
 
 ORDERS = ("cascading", "independent")
 NOTHING = "(none)"
@@ -166,6 +167,7 @@ class ModelRandomizationResult:
 
 
 # --------------------------------------------------------------------------- the check
+@threads_beside_others()
 def model_randomization(
     model: nn.Module, attribute_fn: Callable, inputs, target=None, order: str = "cascading", layers=None,
     absolute: bool = True, seed: int | None = 0,
