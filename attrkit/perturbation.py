@@ -14,6 +14,14 @@ predicts a run of more than a few seconds.
 
 A model may also return one output for the whole batch (a loss, say): it is then evaluated one perturbation
 at a time, and the attributions have a first dimension of 1 (Captum's convention).
+
+Inputs after the first may have a first dimension that is not the batch (Captum's "sparse features": the
+flat ids of an ``EmbeddingBag``, its offsets passed in ``additional_forward_args``). Such an input is
+perturbed as a whole along that dimension (its ``feature_mask`` has a first dimension of 1), one perturbation
+per forward pass, and its attributions have the batch's first dimension: ``(examples, *input.shape[1:])``,
+as in Captum. Departures: Captum stacks several perturbed copies of it into one pass when
+``perturbations_per_eval > 1`` (the model then reads one longer input: wrong numbers) and fails on a mask
+along that dimension; attrkit refuses both with a ``ValueError`` naming the argument.
 """
 from __future__ import annotations
 
@@ -63,19 +71,23 @@ class FeatureAblation(PerturbationAttribution):
         """Attribute by ablating each feature (group) in turn.
 
         Args:
-            inputs: a tensor or a tuple of tensors, batch first.
+            inputs: a tensor or a tuple of tensors, batch first; in a tuple, inputs after the first may have a
+                first dimension of their own (sparse ids, say: see the module notes).
             baselines: the replacement values: None (zeros), a number, a tensor broadcastable to the input
                 (per example or shared), or a tuple of those, one per input.
             target: the output index to explain (see :func:`attrkit._plumbing.select_target`).
             additional_forward_args: passed to the model after the inputs.
             feature_mask: integer tensor(s) broadcastable to each input; equal ids are ablated together.
-                Ids may be shared across the inputs of a tuple.
-            perturbations_per_eval: perturbations per forward pass; None sizes it from the memory budget.
+                Ids may be shared across the inputs of a tuple. The mask of an input whose first dimension is
+                not the batch has a first dimension of 1.
+            perturbations_per_eval: perturbations per forward pass; None sizes it from the memory budget
+                (1 when an input's first dimension is not the batch; more is refused there).
             show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
             max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
 
         Returns:
-            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple); for an input whose
+            first dimension is not the batch, ``(examples, *input.shape[1:])``.
 
         Example:
             >>> import torch
@@ -85,7 +97,7 @@ class FeatureAblation(PerturbationAttribution):
             >>> FeatureAblation(model).attribute(x, target=0, feature_mask=torch.tensor([[0, 0, 1]])).shape
             torch.Size([2, 3])
         """
-        xs, is_tuple = plumbing.as_tuple(inputs)
+        xs, is_tuple = plumbing.as_tuple(inputs, non_batch=True)
         bs = plumbing.format_baselines(baselines, xs)
         features = feature_masks(feature_mask, xs)
         maps = features.maps
@@ -162,7 +174,7 @@ class Occlusion(FeatureAblation):
             >>> Occlusion(model).attribute(x, sliding_window_shapes=(2,), target=1).shape
             torch.Size([2, 3])
         """
-        xs, is_tuple = plumbing.as_tuple(inputs)
+        xs, is_tuple = plumbing.as_tuple(inputs, non_batch=True)
         bs = plumbing.format_baselines(baselines, xs)
         windows = _window_shapes(sliding_window_shapes, xs)
         steps = _strides(strides, xs, windows)
@@ -194,8 +206,13 @@ class FeaturePermutation(FeatureAblation):
     r"""Permutation importance: :math:`F(x) - F(x \text{ with feature } i \text{ shuffled across the batch})`.
 
     Each feature (or group in ``feature_mask``) gets one random permutation of the batch (never the
-    identity), so the batch needs at least two examples. ``perm_func(x, mask)`` replaces the shuffle.
-    On the CPU the permutations are drawn exactly as Captum draws them (same seed, same result).
+    identity), so the batch needs at least two examples; an input whose first dimension is not the batch
+    (sparse ids) is shuffled along that dimension, and needs two rows. ``perm_func(x, mask)`` replaces the
+    shuffle. On the CPU the permutations are drawn exactly as Captum draws them (same seed, same result).
+
+    Departure: where a shuffle cannot change anything (a batch of one example, or an input with one row),
+    Captum skips the feature group, logs a warning and returns zeros, which read as "unimportant"; attrkit
+    raises a ``ValueError`` naming ``inputs``.
 
     Fisher, Rudin & Dominici (2019), *All Models are Wrong, but Many are Useful*, https://arxiv.org/abs/1801.01489
 
@@ -218,7 +235,8 @@ class FeaturePermutation(FeatureAblation):
         :meth:`FeatureAblation.attribute` (``baselines`` is accepted and ignored, as in Captum).
 
         Args:
-            inputs: the input tensor, or a tuple of tensors, batch first.
+            inputs: the input tensor, or a tuple of tensors, batch first (at least two examples); in a tuple,
+                inputs after the first may have a first dimension of their own (at least two rows).
             target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
                 with one of those per example, or None when the model returns one number per example.
             additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
@@ -227,7 +245,7 @@ class FeaturePermutation(FeatureAblation):
             perturbations_per_eval: perturbed copies per forward pass; None sizes it from the memory budget.
             show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
             max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
-            **kwargs: passed to the wrapped method's ``attribute`` (``target``, ``baselines``, ``n_steps``...).
+            **kwargs: ``baselines`` is accepted and ignored (as in Captum); anything else is refused.
 
         Returns:
             The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
@@ -244,15 +262,13 @@ class FeaturePermutation(FeatureAblation):
         unknown = set(kwargs) - {"baselines"}
         if unknown:
             raise TypeError(f"FeaturePermutation.attribute() got unexpected keyword argument(s) {sorted(unknown)}.")
-        xs, is_tuple = plumbing.as_tuple(inputs)
-        n = plumbing.batch_size_of(xs)
-        if n < 2:
-            raise ValueError(f"`inputs` must hold at least 2 examples to shuffle a feature across them, got {n}.")
+        xs, is_tuple = plumbing.as_tuple(inputs, non_batch=True)
         features = feature_masks(feature_mask, xs)
         maps = features.maps
         units = torch.arange(features.n, device=maps[0].device)
         present = [torch.isin(units, m).tolist() for m in maps]
-        perms = None if self.perm_func else _permutations(present, n, xs[0].device)
+        _check_rows_to_shuffle(xs, present)
+        perms = None if self.perm_func else _permutations(present, [x.shape[0] for x in xs], xs[0].device)
 
         def build(units: range) -> tuple[Tensor, ...]:
             chosen = torch.arange(units.start, units.stop, device=maps[0].device)
@@ -295,17 +311,30 @@ def _column(values: Tensor, like: Tensor) -> Tensor:
     return values.reshape(-1, *([1] * like.dim()))
 
 
-def _permutations(present: list[list[bool]], n: int, device) -> list[Tensor]:
-    """Per input, one shuffle of the batch per feature (``(n_features, n)``), never the identity. Drawn
+def _check_rows_to_shuffle(xs: tuple[Tensor, ...], present: list[list[bool]]):
+    """Every input with a feature to shuffle needs two rows along its first dimension: a shuffle of one row
+    changes nothing. (Captum skips such feature groups and returns zeros for them, which would read as
+    "unimportant"; attrkit says why instead.)"""
+    for i, (x, where) in enumerate(zip(xs, present)):
+        rows = x.shape[0] if x.dim() else 1
+        if rows < 2 and any(where):
+            what = "examples" if i == 0 else f"rows along its first dimension (input {i})"
+            raise ValueError(f"`inputs` must hold at least 2 {what} for FeaturePermutation to shuffle a feature "
+                             f"across them, got {rows}: a shuffle of {rows} row(s) changes nothing (Captum returns "
+                             f"zeros there, which would read as \"unimportant\").")
+
+
+def _permutations(present: list[list[bool]], rows: list[int], device) -> list[Tensor]:
+    """Per input, one shuffle of its rows per feature (``(n_features, rows[i])``), never the identity. Drawn
     feature by feature, and input by input where the feature occurs, as Captum draws them."""
-    identity = torch.arange(n, device=device)
-    perms = [identity.repeat(len(present[0]), 1) for _ in present]
+    perms = [torch.arange(n, device=device).repeat(len(present[0]), 1) for n in rows]
     for u in range(len(present[0])):
         for i, where in enumerate(present):
             if where[u]:
-                perm = torch.randperm(n, device=device)
+                identity = torch.arange(rows[i], device=device)
+                perm = torch.randperm(rows[i], device=device)
                 while torch.equal(perm, identity):
-                    perm = torch.randperm(n, device=device)
+                    perm = torch.randperm(rows[i], device=device)
                 perms[i][u] = perm
     return perms
 
