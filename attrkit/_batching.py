@@ -108,11 +108,19 @@ def format_feature_mask(feature_mask, inputs: tuple[Tensor, ...], name: str = "f
     or size-1 dimensions (an image's superpixels ``(H, W)`` shared by its channels, say) is broadcast to the
     example's shape (a view), so every method can index it element by element.
 
-    ``None`` makes every scalar of an example its own feature, numbered on across the inputs.
+    ``None`` makes every scalar of an example its own feature, numbered on across the inputs; an input with
+    no rows has none (its mask is empty, ``(0, *example_shape)``), as in Captum.
+
+    An input after the first whose first dimension is not the batch (Captum's "sparse features": the flat
+    ids of an ``EmbeddingBag``, say) is perturbed as a whole along that dimension: its mask has a first
+    dimension of 1 (``None`` gives one feature per element of ``x[0]``, as Captum does).
     """
     if feature_mask is None:
         out, offset = [], 0
         for x in inputs:
+            if x.dim() and x.shape[0] == 0:  # nothing to perturb (an empty list of sparse ids, say)
+                out.append(torch.zeros(0, *x.shape[1:], dtype=torch.long, device=x.device))
+                continue
             n = math.prod(x.shape[1:])
             out.append(torch.arange(offset, offset + n, device=x.device).reshape(1, *x.shape[1:]))
             offset += n
@@ -134,6 +142,12 @@ def format_feature_mask(feature_mask, inputs: tuple[Tensor, ...], name: str = "f
                 f"use {tuple(x.shape[1:])}, {(1, *x.shape[1:])}, {tuple(x.shape)} or size-1 dimensions."
             )
         m = m.reshape((1,) * (x.dim() - m.dim()) + tuple(m.shape)).to(device=x.device, dtype=torch.long)
+        if m.shape[0] != 1 and i > 0 and x.shape[0] != batch_size_of(inputs):
+            raise ValueError(
+                f"{where} has a first dimension of {m.shape[0]}, but input {i}'s first dimension ({x.shape[0]}) is "
+                f"not the batch ({batch_size_of(inputs)}): such an input is perturbed as a whole along it, so its "
+                f"mask must have shape {(1, *x.shape[1:])} (Captum fails on a mask along it)."
+            )
         out.append(m.expand(m.shape[0], *x.shape[1:]))
     return tuple(out)
 
@@ -194,9 +208,12 @@ def spread_units(values: Tensor, maps: tuple[Tensor, ...], inputs: tuple[Tensor,
     rows = values.shape[0]
     out = []
     for m, x in zip(maps, inputs):
+        if m.numel() == 0:  # an empty input (or mask): nothing was perturbed, nothing to credit
+            out.append(values.new_zeros(rows, *x.shape[1:]))
+            continue
         if m.shape[0] not in (1, rows):  # per-example masks, several outputs per example: each output's own
             m = m.repeat_interleave(rows // m.shape[0], 0)
-        index = m.expand(rows, *x.shape[1:]).flatten(1)
+        index = m.expand(rows, *x.shape[1:]).reshape(rows, -1)
         out.append(values.gather(1, index).reshape(rows, *x.shape[1:]))
     return tuple(out)
 
@@ -236,15 +253,25 @@ def units_per_eval(inputs: tuple[Tensor, ...], args: tuple, n_units: int, aggreg
     """How many perturbations go into one forward pass: ``perturbations_per_eval`` when given (Captum's
     meaning), otherwise as many as fit the memory budget; on the CPU also at most ``CPU_MAX_ROWS`` rows and
     ``CPU_ACTIVATION_BUDGET_MB`` for the largest activation (``activation_bytes``: its size for one unit).
-    A model that aggregates over the batch gets one."""
-    if options.perturbations_per_eval is not None:
-        k = check_positive_int(options.perturbations_per_eval, "perturbations_per_eval")
-        if aggregate and k > 1:
-            raise ValueError("`perturbations_per_eval` must be 1 when the model returns one output for the whole "
-                             "batch (it cannot tell perturbations apart).")
+    A model that aggregates over the batch gets one, and so do inputs whose first dimension is not the batch
+    (a perturbed copy of those cannot be stacked onto another: the model would read them as one longer input)."""
+    k = options.perturbations_per_eval
+    k = None if k is None else check_positive_int(k, "perturbations_per_eval")
+    non_batch = _non_batch_input(inputs)
+    if non_batch is not None and k not in (None, 1):
+        i, x = non_batch
+        raise ValueError(
+            f"`perturbations_per_eval` must be 1 (or None) when an input's first dimension is not the batch: input "
+            f"{i} has {x.shape[0]} rows for a batch of {batch_size_of(inputs)}, and perturbed copies of it cannot be "
+            f"stacked into one forward pass (the model would read one longer input; Captum stacks them and gives "
+            f"wrong numbers); got {k}.")
+    if aggregate and k is not None and k > 1:
+        raise ValueError("`perturbations_per_eval` must be 1 when the model returns one output for the whole "
+                         "batch (it cannot tell perturbations apart).")
+    if k is not None:
         return min(k, max(n_units, 1))
     budget = batch_memory_mb(options.max_batch_memory_mb) * 2**20
-    if aggregate:
+    if aggregate or non_batch is not None:
         return 1
     unit_bytes = sum(t.numel() * t.element_size() for t in (*inputs, *args) if isinstance(t, Tensor) and t.dim())
     per_eval = budget // max(unit_bytes, 1)
@@ -252,6 +279,12 @@ def units_per_eval(inputs: tuple[Tensor, ...], args: tuple, n_units: int, aggreg
         per_eval = min(per_eval, CPU_MAX_ROWS // max(batch_size_of(inputs), 1),
                        CPU_ACTIVATION_BUDGET_MB * 2**20 // max(activation_bytes, 1))
     return int(min(max(n_units, 1), max(1, per_eval)))
+
+
+def _non_batch_input(inputs: tuple[Tensor, ...]) -> tuple[int, Tensor] | None:
+    """The first input whose first dimension is not the batch (a "sparse feature"), with its position."""
+    n = batch_size_of(inputs)
+    return next(((i, x) for i, x in enumerate(inputs) if i and (x.dim() == 0 or x.shape[0] != n)), None)
 
 
 def evaluate_perturbations(forward_func: Callable, build: Callable[[range], tuple], n_units: int, per_eval: int,
@@ -303,7 +336,7 @@ def evaluate_with_reference(forward_func: Callable, reference_inputs: tuple[Tens
     if n == 0:  # an empty batch: no outputs to compare, so empty attributions (as Captum)
         return reference.reshape(0), reference.new_zeros(n_units, 0)
     aggregate, n_outputs = output_mode(reference, n)
-    if aggregate and any(m.shape[0] != 1 for m in masks):
+    if aggregate and any(m.numel() and m.shape[0] != 1 for m in masks):
         raise ValueError("`feature_mask` must have a first dimension of 1 when the model returns one output for "
                          "the whole batch: the attribution is for the batch, so features must be the same.")
     per_eval = units_per_eval(reference_inputs, args, n_units, aggregate, options, activation)

@@ -34,8 +34,12 @@ TensorOrTuple = "Tensor | tuple[Tensor, ...]"
 
 
 # --------------------------------------------------------------------------- inputs
-def as_tuple(inputs, name: str = "inputs") -> tuple[tuple[Tensor, ...], bool]:
-    """Return ``(inputs as a tuple, whether the caller passed a tuple)``."""
+def as_tuple(inputs, name: str = "inputs", non_batch: bool = False) -> tuple[tuple[Tensor, ...], bool]:
+    """Return ``(inputs as a tuple, whether the caller passed a tuple)``.
+
+    The tensors of a tuple must share the batch (dim 0), except with ``non_batch=True`` (the perturbation
+    methods that accept Captum's "sparse features"): then inputs after the first may have a first dimension
+    of their own, such as the flat ids of an ``EmbeddingBag``."""
     is_tuple = isinstance(inputs, (tuple, list))
     items = tuple(inputs) if is_tuple else (inputs,)
     if not items:
@@ -44,9 +48,11 @@ def as_tuple(inputs, name: str = "inputs") -> tuple[tuple[Tensor, ...], bool]:
         if not isinstance(x, Tensor):
             what = f"entry {i} is a {type(x).__name__}" if is_tuple else f"got a {type(x).__name__}"
             raise TypeError(f"`{name}` must be a torch.Tensor or a tuple of tensors; {what}.")
-    if is_tuple and len({x.shape[0] if x.dim() else None for x in items}) > 1:
+    if is_tuple and not non_batch and len({x.shape[0] if x.dim() else None for x in items}) > 1:
         shapes = ", ".join(str(tuple(x.shape)) for x in items)
-        raise ValueError(f"`{name}` tensors must share the batch dimension (dim 0); got shapes {shapes}.")
+        raise ValueError(f"`{name}` tensors must share the batch dimension (dim 0); got shapes {shapes}. (Only "
+                         f"FeatureAblation, Occlusion, FeaturePermutation and the Shapley value methods accept "
+                         f"inputs whose first dimension is not the batch, as Captum does.)")
     return items, is_tuple
 
 

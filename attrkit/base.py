@@ -47,7 +47,9 @@ def _attribute_entry(attribute: Callable) -> Callable:
                              "before calling attribute() (TCAV does this for each of its layers).")
         token = _ATTRIBUTING.set(True)
         try:
-            _warn_if_training(self.forward_func, type(self).__name__)
+            warning = self._mode_warning()
+            if warning:
+                warnings.warn(warning, UserWarning, stacklevel=2)
             with threads_beside_others():
                 return attribute(self, *args, **kwargs)
         finally:
@@ -56,18 +58,17 @@ def _attribute_entry(attribute: Callable) -> Callable:
     return entry
 
 
-def _warn_if_training(forward_func, method: str):
+def _training_warning(forward_func, method: str) -> str | None:
+    """The warning for a model left in training mode with batch norm or (active) dropout, or None."""
     model = module_of(forward_func)
     if model is None:
-        return
+        return None
     for name, module in model.named_modules():
         if module.training and isinstance(module, _MODE_DEPENDENT) and getattr(module, "p", 1) != 0:
-            warnings.warn(
-                f"{method}: the model is in training mode and `{name}` ({type(module).__name__}) behaves "
-                "differently there (batch statistics, random dropout), so the attributions change from call to "
-                "call and may not explain the model you deploy. Call model.eval() first.",
-                UserWarning, stacklevel=3)
-            return
+            return (f"{method}: the model is in training mode and `{name}` ({type(module).__name__}) behaves "
+                    "differently there (batch statistics, random dropout), so the attributions change from call to "
+                    "call and may not explain the model you deploy. Call model.eval() first.")
+    return None
 
 
 class Attribution:
@@ -89,6 +90,11 @@ class Attribution:
         self.forward_func = forward_func
         if multiply_by_inputs is not None:
             self._multiplies_by_inputs = multiply_by_inputs
+
+    def _mode_warning(self) -> str | None:
+        """What to warn about the model's mode before attributing (once per outermost call), or None. A method
+        whose batching depends on the mode (Occlusion) says it in one warning of its own."""
+        return _training_warning(self.forward_func, type(self).__name__)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -66,16 +66,37 @@ class LimeBase(PerturbationAttribution):
         ``kwargs`` go to ``perturb_func``, the transforms and ``similarity_func``.
 
         Args:
-            inputs: the input tensor, or a tuple of tensors, batch first.
+            inputs: the input tensor, or a tuple of tensors, batch first; passed as they are to
+                ``perturb_func``, the transforms and ``similarity_func``.
             target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
                 with one of those per example, or None when the model returns one number per example.
             additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
+            n_samples: how many samples to draw (calls of ``perturb_func``, or items of its generator).
             perturbations_per_eval: perturbed copies per forward pass; None sizes it from the memory budget.
             show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
             max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
+            **kwargs: passed on to ``perturb_func``, the transform and ``similarity_func`` (as Captum does).
 
         Returns:
-            The fitted surrogate's coefficients (or what ``from_interp_rep_transform`` makes of them).
+            The fitted surrogate's ``representation()``: its coefficients, one per interpretable feature
+            (``(1, n_interpretable_features)`` for a linear surrogate).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LimeBase
+            >>> from attrkit.shapley import LinearRegression
+            >>> model = torch.nn.Linear(4, 1)
+            >>> x = torch.rand(1, 4)
+            >>> lime = LimeBase(model, LinearRegression(),
+            ...                 similarity_func=lambda inputs, perturbed, sample, **kw: 1.0,
+            ...                 perturb_func=lambda inputs, **kw: torch.randint(0, 2, (1, 4)).float(),
+            ...                 perturb_interpretable_space=True,  # samples are on/off masks over the 4 features
+            ...                 from_interp_rep_transform=lambda sample, inputs, **kw: inputs * sample,
+            ...                 to_interp_rep_transform=None)
+            >>> _ = torch.manual_seed(0)
+            >>> attr = lime.attribute(x, target=0, n_samples=40)
+            >>> torch.allclose(attr, x * model.weight.detach(), atol=1e-4)  # a linear model: weight times input
+            True
         """
         n_samples = plumbing.check_positive_int(n_samples, "n_samples")
         interps, model_inputs, weights = self._samples(inputs, n_samples, kwargs)

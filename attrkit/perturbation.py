@@ -14,11 +14,18 @@ predicts a run of more than a few seconds.
 
 A model may also return one output for the whole batch (a loss, say): it is then evaluated one perturbation
 at a time, and the attributions have a first dimension of 1 (Captum's convention).
+
+Inputs after the first may have a first dimension that is not the batch (Captum's "sparse features": the
+flat ids of an ``EmbeddingBag``, its offsets passed in ``additional_forward_args``). Such an input is
+perturbed as a whole along that dimension (its ``feature_mask`` has a first dimension of 1), one perturbation
+per forward pass, and its attributions have the batch's first dimension: ``(examples, *input.shape[1:])``,
+as in Captum. Departures: Captum stacks several perturbed copies of it into one pass when
+``perturbations_per_eval > 1`` (the model then reads one longer input: wrong numbers) and fails on a mask
+along that dimension; attrkit refuses both with a ``ValueError`` naming the argument.
 """
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Callable
 
 import torch
@@ -28,6 +35,7 @@ from . import _plumbing as plumbing
 from . import _batching
 from . import _incremental
 from ._hooks import module_of
+from ._windows import n_windows, spread_windows, strides_of, window_grid, window_masks, window_shapes
 from ._batching import PerturbationOptions, evaluate_with_reference, feature_masks, progress_label, spread_units
 from .base import PerturbationAttribution
 
@@ -63,19 +71,23 @@ class FeatureAblation(PerturbationAttribution):
         """Attribute by ablating each feature (group) in turn.
 
         Args:
-            inputs: a tensor or a tuple of tensors, batch first.
+            inputs: a tensor or a tuple of tensors, batch first; in a tuple, inputs after the first may have a
+                first dimension of their own (sparse ids, say: see the module notes).
             baselines: the replacement values: None (zeros), a number, a tensor broadcastable to the input
                 (per example or shared), or a tuple of those, one per input.
             target: the output index to explain (see :func:`attrkit._plumbing.select_target`).
             additional_forward_args: passed to the model after the inputs.
             feature_mask: integer tensor(s) broadcastable to each input; equal ids are ablated together.
-                Ids may be shared across the inputs of a tuple.
-            perturbations_per_eval: perturbations per forward pass; None sizes it from the memory budget.
+                Ids may be shared across the inputs of a tuple. The mask of an input whose first dimension is
+                not the batch has a first dimension of 1.
+            perturbations_per_eval: perturbations per forward pass; None sizes it from the memory budget
+                (1 when an input's first dimension is not the batch; more is refused there).
             show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
             max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
 
         Returns:
-            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
+            The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple); for an input whose
+            first dimension is not the batch, ``(examples, *input.shape[1:])``.
 
         Example:
             >>> import torch
@@ -85,7 +97,7 @@ class FeatureAblation(PerturbationAttribution):
             >>> FeatureAblation(model).attribute(x, target=0, feature_mask=torch.tensor([[0, 0, 1]])).shape
             torch.Size([2, 3])
         """
-        xs, is_tuple = plumbing.as_tuple(inputs)
+        xs, is_tuple = plumbing.as_tuple(inputs, non_batch=True)
         bs = plumbing.format_baselines(baselines, xs)
         features = feature_masks(feature_mask, xs)
         maps = features.maps
@@ -112,7 +124,8 @@ class Occlusion(FeatureAblation):
 
     A model whose batch normalisation uses the statistics of each batch (training mode, or
     ``track_running_stats=False``) would give results that depend on how many perturbations share a forward
-    pass. Occlusion then warns, naming the layers, and runs one perturbation per pass whatever
+    pass. Occlusion then warns once (in place of the general training-mode warning), naming the layers, and
+    runs one perturbation per pass whatever
     ``perturbations_per_eval`` says (Captum's default; Captum batches them when asked, and its result changes
     with the batch size). As in Captum, every pass in training mode updates the running statistics: call
     ``model.eval()`` first.
@@ -133,15 +146,14 @@ class Occlusion(FeatureAblation):
         """Attribute by occluding windows.
 
         Args:
+            inputs: as in :meth:`FeatureAblation.attribute` (a window over an input whose first dimension is
+                not the batch spans that dimension: give its shape after the first, e.g. ``()`` for flat ids).
             sliding_window_shapes: the window, one size per dimension after the batch (for a 3x32x32 image,
                 e.g. ``(3, 4, 4)``); a tuple of such tuples for a tuple of inputs; or one int, that size
                 along every dimension of every input.
             strides: the step between windows: an int (every dimension of every input), a tuple per
                 dimension, or one of those per input; default 1. A window at the far edge is cut to fit, as
                 in Captum.
-            Other arguments: as in :meth:`FeatureAblation.attribute`.
-
-        Args:
             baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
                 broadcastable to the input (one per example or shared), or a tuple of those, one per input.
             target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
@@ -162,18 +174,18 @@ class Occlusion(FeatureAblation):
             >>> Occlusion(model).attribute(x, sliding_window_shapes=(2,), target=1).shape
             torch.Size([2, 3])
         """
-        xs, is_tuple = plumbing.as_tuple(inputs)
+        xs, is_tuple = plumbing.as_tuple(inputs, non_batch=True)
         bs = plumbing.format_baselines(baselines, xs)
-        windows = _window_shapes(sliding_window_shapes, xs)
-        steps = _strides(strides, xs, windows)
-        grids = [_window_grid(x, w, s) for x, w, s in zip(xs, windows, steps)]
+        windows = window_shapes(sliding_window_shapes, xs)
+        steps = strides_of(strides, xs, windows)
+        grids = [window_grid(x, w, s) for x, w, s in zip(xs, windows, steps)]
         starts = [0]
         for grid in grids:
-            starts.append(starts[-1] + _n_windows(grid))
+            starts.append(starts[-1] + n_windows(grid))
 
         def build(units: range) -> tuple[Tensor, ...]:
             chosen = torch.arange(units.start, units.stop, device=xs[0].device)
-            return tuple(_replace(x, b, _window_masks(grid, chosen - start).unsqueeze(1))
+            return tuple(_replace(x, b, window_masks(grid, chosen - start).unsqueeze(1))
                          for x, b, grid, start in zip(xs, bs, grids, starts))
 
         options = _batch_independent(self.forward_func, PerturbationOptions(
@@ -183,19 +195,29 @@ class Occlusion(FeatureAblation):
         evaluate = _incremental.evaluator(bs, windows, steps)
         diffs = _differences(self.forward_func, xs, build, starts[-1], target, additional_forward_args, options,
                              evaluate=evaluate)
-        attrs = tuple(_spread_windows(diffs[:, start:start + _n_windows(grid)], grid)
+        attrs = tuple(spread_windows(diffs[:, start:start + n_windows(grid)], grid)
                       for grid, start in zip(grids, starts))
         return plumbing.restore(attrs, is_tuple)
 
     attribute_future = PerturbationAttribution.attribute_future  # raises: not for Occlusion, as in Captum 0.9
+
+    def _mode_warning(self) -> str | None:
+        """One warning for a model whose batch normalisation uses each batch's statistics (it says both why
+        the perturbations run one per pass and that training mode changes the numbers); else the usual one."""
+        return _batchwise_warning(self.forward_func) or super()._mode_warning()
 
 
 class FeaturePermutation(FeatureAblation):
     r"""Permutation importance: :math:`F(x) - F(x \text{ with feature } i \text{ shuffled across the batch})`.
 
     Each feature (or group in ``feature_mask``) gets one random permutation of the batch (never the
-    identity), so the batch needs at least two examples. ``perm_func(x, mask)`` replaces the shuffle.
-    On the CPU the permutations are drawn exactly as Captum draws them (same seed, same result).
+    identity), so the batch needs at least two examples; an input whose first dimension is not the batch
+    (sparse ids) is shuffled along that dimension, and needs two rows. ``perm_func(x, mask)`` replaces the
+    shuffle. On the CPU the permutations are drawn exactly as Captum draws them (same seed, same result).
+
+    Departure: where a shuffle cannot change anything (a batch of one example, or an input with one row),
+    Captum skips the feature group, logs a warning and returns zeros, which read as "unimportant"; attrkit
+    raises a ``ValueError`` naming ``inputs``.
 
     Fisher, Rudin & Dominici (2019), *All Models are Wrong, but Many are Useful*, https://arxiv.org/abs/1801.01489
 
@@ -218,7 +240,8 @@ class FeaturePermutation(FeatureAblation):
         :meth:`FeatureAblation.attribute` (``baselines`` is accepted and ignored, as in Captum).
 
         Args:
-            inputs: the input tensor, or a tuple of tensors, batch first.
+            inputs: the input tensor, or a tuple of tensors, batch first (at least two examples); in a tuple,
+                inputs after the first may have a first dimension of their own (at least two rows).
             target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
                 with one of those per example, or None when the model returns one number per example.
             additional_forward_args: extra arguments passed to the model after the inputs; not attributed.
@@ -227,7 +250,7 @@ class FeaturePermutation(FeatureAblation):
             perturbations_per_eval: perturbed copies per forward pass; None sizes it from the memory budget.
             show_progress: a ``tqdm`` bar: True, False, or None (automatic in notebooks for long runs).
             max_batch_memory_mb: the memory budget for the perturbed inputs of one forward pass.
-            **kwargs: passed to the wrapped method's ``attribute`` (``target``, ``baselines``, ``n_steps``...).
+            **kwargs: ``baselines`` is accepted and ignored (as in Captum); anything else is refused.
 
         Returns:
             The attributions, shaped like ``inputs`` (a tuple when ``inputs`` is a tuple).
@@ -244,15 +267,13 @@ class FeaturePermutation(FeatureAblation):
         unknown = set(kwargs) - {"baselines"}
         if unknown:
             raise TypeError(f"FeaturePermutation.attribute() got unexpected keyword argument(s) {sorted(unknown)}.")
-        xs, is_tuple = plumbing.as_tuple(inputs)
-        n = plumbing.batch_size_of(xs)
-        if n < 2:
-            raise ValueError(f"`inputs` must hold at least 2 examples to shuffle a feature across them, got {n}.")
+        xs, is_tuple = plumbing.as_tuple(inputs, non_batch=True)
         features = feature_masks(feature_mask, xs)
         maps = features.maps
         units = torch.arange(features.n, device=maps[0].device)
         present = [torch.isin(units, m).tolist() for m in maps]
-        perms = None if self.perm_func else _permutations(present, n, xs[0].device)
+        _check_rows_to_shuffle(xs, present)
+        perms = None if self.perm_func else _permutations(present, [x.shape[0] for x in xs], xs[0].device)
 
         def build(units: range) -> tuple[Tensor, ...]:
             chosen = torch.arange(units.start, units.stop, device=maps[0].device)
@@ -295,120 +316,61 @@ def _column(values: Tensor, like: Tensor) -> Tensor:
     return values.reshape(-1, *([1] * like.dim()))
 
 
-def _permutations(present: list[list[bool]], n: int, device) -> list[Tensor]:
-    """Per input, one shuffle of the batch per feature (``(n_features, n)``), never the identity. Drawn
+def _check_rows_to_shuffle(xs: tuple[Tensor, ...], present: list[list[bool]]):
+    """Every input with a feature to shuffle needs two rows along its first dimension: a shuffle of one row
+    changes nothing. (Captum skips such feature groups and returns zeros for them, which would read as
+    "unimportant"; attrkit says why instead.)"""
+    for i, (x, where) in enumerate(zip(xs, present)):
+        rows = x.shape[0] if x.dim() else 1
+        if rows < 2 and any(where):
+            what = "examples" if i == 0 else f"rows along its first dimension (input {i})"
+            raise ValueError(f"`inputs` must hold at least 2 {what} for FeaturePermutation to shuffle a feature "
+                             f"across them, got {rows}: a shuffle of {rows} row(s) changes nothing (Captum returns "
+                             f"zeros there, which would read as \"unimportant\").")
+
+
+def _permutations(present: list[list[bool]], rows: list[int], device) -> list[Tensor]:
+    """Per input, one shuffle of its rows per feature (``(n_features, rows[i])``), never the identity. Drawn
     feature by feature, and input by input where the feature occurs, as Captum draws them."""
-    identity = torch.arange(n, device=device)
-    perms = [identity.repeat(len(present[0]), 1) for _ in present]
+    perms = [torch.arange(n, device=device).repeat(len(present[0]), 1) for n in rows]
     for u in range(len(present[0])):
         for i, where in enumerate(present):
             if where[u]:
-                perm = torch.randperm(n, device=device)
+                identity = torch.arange(rows[i], device=device)
+                perm = torch.randperm(rows[i], device=device)
                 while torch.equal(perm, identity):
-                    perm = torch.randperm(n, device=device)
+                    perm = torch.randperm(rows[i], device=device)
                 perms[i][u] = perm
     return perms
 
 
-# --------------------------------------------------------------------------- occlusion windows
-def _batch_independent(forward_func, options: PerturbationOptions) -> PerturbationOptions:
-    """One perturbation per forward pass, with a warning, when the model has batch normalisation that uses
-    the statistics of each batch (training mode, or no running statistics): several perturbations in one pass
-    would change each other's numbers."""
+# --------------------------------------------------------------------------- occlusion and batch statistics
+def _batchwise_norms(forward_func) -> list[tuple[str, nn.Module]]:
+    """The batch normalisation layers that use the statistics of each batch (training mode, or no running
+    statistics): with them, perturbations sharing a forward pass would change each other's numbers."""
     model = module_of(forward_func)
-    batchwise = [(name, m) for name, m in (model.named_modules() if model is not None else ())
-                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None)]
+    return [(name, m) for name, m in (model.named_modules() if model is not None else ())
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None)]
+
+
+def _batchwise_warning(forward_func) -> str | None:
+    """Occlusion's one warning about such a model (it replaces the general training-mode warning), or None."""
+    batchwise = _batchwise_norms(forward_func)
     if not batchwise:
-        return options
+        return None
     name, m = batchwise[0]
     why = "in training mode" if m.training else "without running statistics"
     more = f" (and {len(batchwise) - 1} more)" if len(batchwise) > 1 else ""
-    warnings.warn(f"Occlusion: `{name}` ({type(m).__name__}){more} normalises with the statistics of each batch "
-                  f"({why}), so perturbations sharing a forward pass would change each other's results: running "
-                  f"one perturbation per pass. Call `model.eval()` for batched passes.", UserWarning, stacklevel=4)
+    training = ("; in training mode the attributions also change from call to call and every pass updates the "
+                "running statistics" if any(mod.training for _, mod in batchwise) else "")
+    return (f"Occlusion: `{name}` ({type(m).__name__}){more} normalises with the statistics of each batch ({why}), "
+            f"so perturbations sharing a forward pass would change each other's results: running one perturbation "
+            f"per pass{training}. Call `model.eval()` first.")
+
+
+def _batch_independent(forward_func, options: PerturbationOptions) -> PerturbationOptions:
+    """One perturbation per forward pass when the model has batch normalisation that uses the statistics of
+    each batch (the warning is :meth:`Occlusion._mode_warning`'s, given once before attributing)."""
+    if not _batchwise_norms(forward_func):
+        return options
     return dataclasses.replace(options, perturbations_per_eval=1)
-
-
-def _window_shapes(shapes, xs: tuple[Tensor, ...]) -> tuple[tuple[int, ...], ...]:
-    if isinstance(shapes, int):  # one size along every dimension of every input
-        shapes = tuple((shapes,) * (x.dim() - 1) for x in xs)
-    if not isinstance(shapes, (tuple, list)) or not shapes:
-        raise TypeError(f"`sliding_window_shapes` must be a tuple of ints (one per input dimension after the batch), "
-                        f"got {shapes!r}.")
-    per_input = (tuple(shapes),) if all(isinstance(s, int) for s in shapes) else tuple(tuple(s) for s in shapes)
-    if len(per_input) != len(xs):
-        raise ValueError(f"`sliding_window_shapes` must give one window per input ({len(xs)}), got {shapes!r}.")
-    for i, (w, x) in enumerate(zip(per_input, xs)):
-        dims = tuple(x.shape[1:])
-        if len(w) != len(dims) or not all(isinstance(v, int) and v >= 1 for v in w):
-            raise ValueError(f"`sliding_window_shapes` for input {i} must be {len(dims)} positive ints (one per "
-                             f"dimension of {dims}), got {w!r}.")
-        if any(v > d for v, d in zip(w, dims)):
-            raise ValueError(f"`sliding_window_shapes` {w} is larger than input {i}'s example shape {dims}.")
-    return per_input
-
-
-def _strides(strides, xs: tuple[Tensor, ...], windows) -> tuple[tuple[int, ...], ...]:
-    if strides is None:
-        strides = 1
-    if isinstance(strides, int):  # one step along every dimension of every input
-        strides = (strides,) * len(xs)
-    elif len(xs) == 1 and not (isinstance(strides, tuple) and len(strides) == 1):
-        strides = (strides,)
-    if not isinstance(strides, (tuple, list)) or len(strides) != len(xs):
-        raise ValueError(f"`strides` must be an int, a tuple per dimension, or one of those per input ({len(xs)}); "
-                         f"got {strides!r}.")
-    out = []
-    for i, (s, w, x) in enumerate(zip(strides, windows, xs)):
-        s = (s,) * len(w) if isinstance(s, int) else tuple(s)
-        if len(s) != len(w) or not all(isinstance(v, int) and v >= 1 for v in s):
-            raise ValueError(f"`strides` for input {i} must be positive ints, one per dimension of "
-                             f"{tuple(x.shape[1:])}; got {s!r}.")
-        for v, k, d in zip(s, w, x.shape[1:]):
-            if v > k and d > k:
-                raise ValueError(f"`strides` {s} is larger than the window {w} for input {i}: elements between "
-                                 f"windows would never be occluded.")
-        out.append(s)
-    return tuple(out)
-
-
-def _window_grid(x: Tensor, window: tuple[int, ...], stride: tuple[int, ...]) -> list[Tensor]:
-    """Per dimension, a ``(positions, size)`` boolean matrix: which elements each window position covers."""
-    grid = []
-    for w, s, d in zip(window, stride, x.shape[1:]):
-        count = -(-(d - w) // s) + 1  # ceil((d - w) / s) + 1 positions; the last may stick out and is cut
-        start = torch.arange(count, device=x.device).unsqueeze(1) * s
-        element = torch.arange(d, device=x.device).unsqueeze(0)
-        grid.append((element >= start) & (element < start + w))
-    return grid
-
-
-def _n_windows(grid: list[Tensor]) -> int:
-    n = 1
-    for axis in grid:
-        n *= axis.shape[0]
-    return n
-
-
-def _window_masks(grid: list[Tensor], local: Tensor) -> Tensor:
-    """``(k, *example_shape)`` masks of windows number ``local`` (row-major); out-of-range numbers give
-    empty masks (they belong to another input)."""
-    inside = (local >= 0) & (local < _n_windows(grid))
-    index, mask = local.clamp(0, _n_windows(grid) - 1), inside.reshape(-1, *([1] * len(grid)))
-    for d in reversed(range(len(grid))):
-        positions = grid[d].shape[0]
-        axis = grid[d][index % positions]  # (k, size_d)
-        mask = mask & axis.reshape(-1, *([1] * d), axis.shape[1], *([1] * (len(grid) - d - 1)))
-        index = index // positions
-    return mask
-
-
-def _spread_windows(diffs: Tensor, grid: list[Tensor]) -> Tensor:
-    """Average each element's output drop over the windows covering it, one dimension at a time."""
-    def spread(values: Tensor) -> Tensor:
-        out = values.reshape(values.shape[0], *(axis.shape[0] for axis in grid))
-        for axis in grid:  # contract the window positions of one dimension with its coverage matrix
-            out = torch.tensordot(out, axis.to(values.dtype), dims=([1], [0]))
-        return out
-
-    return spread(diffs) / spread(torch.ones_like(diffs[:1]))

@@ -57,7 +57,8 @@ class ShapleyValueSampling(PerturbationAttribution):
         from 0 to (number of features - 1); ``n_samples``: how many random feature orders.
 
         Args:
-            inputs: the input tensor, or a tuple of tensors, batch first.
+            inputs: the input tensor, or a tuple of tensors, batch first; in a tuple, inputs after the first
+                may have a first dimension of their own (sparse ids, as in Captum: see :mod:`attrkit.perturbation`).
             baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
                 broadcastable to the input (one per example or shared), or a tuple of those, one per input.
             target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
@@ -124,7 +125,8 @@ class ShapleyValues(ShapleyValueSampling):
         """Arguments as in :meth:`ShapleyValueSampling.attribute`, without ``n_samples``.
 
         Args:
-            inputs: the input tensor, or a tuple of tensors, batch first.
+            inputs: the input tensor, or a tuple of tensors, batch first; in a tuple, inputs after the first
+                may have a first dimension of their own (sparse ids, as in Captum: see :mod:`attrkit.perturbation`).
             baselines: the reference the attribution is measured from: None (zeros), a number, a tensor
                 broadcastable to the input (one per example or shared), or a tuple of those, one per input.
             target: the output to explain per example: an int, a tuple index into a multi-dimensional output, a list
@@ -182,7 +184,7 @@ class _Game:
 
     def __init__(self, forward_func, inputs, baselines, target, additional_forward_args, feature_mask):
         self.forward_func = forward_func
-        self.xs, self.is_tuple = plumbing.as_tuple(inputs)
+        self.xs, self.is_tuple = plumbing.as_tuple(inputs, non_batch=True)
         self.bs = plumbing.format_baselines(baselines, self.xs)
         self.masks, _, self.n_features = feature_masks(feature_mask, self.xs, ids="0..n-1")
         self.device = self.xs[0].device

@@ -87,7 +87,25 @@ class DataLoaderAttribution(Attribution):
                 ``(metric.numel(), *element.shape[1:])``; False: one tensor ``(metric.numel(), n_features)``.
 
         Returns:
-            The attributions, a tuple when the loader yields tuples or lists (as in Captum).
+            The attributions, a tuple when the loader yields tuples or lists (as in Captum): one tensor per
+            attributed element, ``(metric.numel(), *element.shape[1:])`` (every element of a feature group gets
+            the group's value), or one ``(metric.numel(), n_features)`` tensor with ``return_input_shape=False``.
+
+        Example:
+            >>> import torch
+            >>> from torch.utils.data import DataLoader, TensorDataset
+            >>> from attrkit import DataLoaderAttribution, FeatureAblation
+            >>> model = torch.nn.Linear(3, 1, bias=False)
+            >>> with torch.no_grad():
+            ...     _ = model.weight.fill_(1.0)
+            >>> loader = DataLoader(TensorDataset(torch.ones(4, 3), torch.zeros(4)), batch_size=2)  # (x, label)
+            >>> def squared_error(acc, out, batch):  # summed over the loader; batch: (features, labels)
+            ...     error = ((out.squeeze(1) - batch[1]) ** 2).sum()
+            ...     return error if acc is None else acc + error
+            >>> ablation = DataLoaderAttribution(FeatureAblation(model))
+            >>> ablation.attribute(loader, input_roles=(0, 2), reduce=squared_error,  # labels: not forwarded
+            ...                    feature_mask=torch.tensor([[0, 0, 1]]), return_input_shape=False)
+            tensor([[32., 20.]])
         """
         try:
             first = next(iter(dataloader))

@@ -260,6 +260,25 @@ class LLMAttribution(BaseLLMAttribution):
             forward_in_tokens: token by token (True) or prompt and answer in one pass (False).
             skip_tokens: token ids or strings left out of the target (e.g. a BOS token).
             **kwargs: passed to the wrapped method's ``attribute`` (``n_samples``, ``feature_mask``...).
+
+        Returns:
+            An :class:`~attrkit.LLMAttributionResult`: ``seq_attr`` (one number per feature of ``inp``, for
+            the whole answer), ``token_attr`` (one row per target token; None for Lime and KernelShap),
+            ``input_tokens``, ``output_tokens`` and ``output_probs`` (the target tokens' probabilities
+            under the unperturbed prompt).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LLMAttribution, ShapleyValues, TextTemplateInput
+            >>> from attrkit.llm.testing import TinyCausalLM, WordTokenizer
+            >>> tok = WordTokenizer("the cat sat on a mat".split())
+            >>> llm_attr = LLMAttribution(ShapleyValues(TinyCausalLM(len(tok))), tok)
+            >>> inp = TextTemplateInput("{} {} sat on", values=["the", "cat"])
+            >>> res = llm_attr.attribute(inp, target="a mat")
+            >>> res.input_tokens, res.output_tokens, res.token_attr.shape
+            (['the', 'cat'], ['a', 'mat'], torch.Size([2, 2]))
+            >>> torch.allclose(res.token_attr.sum(0), res.seq_attr)  # the answer's log-prob sums its tokens'
+            True
         """
         if isinstance(num_trials, bool) or not isinstance(num_trials, int) or num_trials < 1:
             raise ValueError(f"`num_trials` must be a positive int, got {num_trials!r}.")

@@ -83,9 +83,36 @@ class LLMGradientAttribution(BaseLLMAttribution):
     def attribute(self, inp: TextTokenInput, target: str | Tensor | list | None = None,
                   gen_args: dict | None = None, skip_tokens: list[int] | list[str] | None = None,
                   **kwargs: Any) -> LLMAttributionResult:
-        """Attribute each target token's log-probability to the tokens of ``inp``; ``skip_tokens`` are left out
-        of the target; ``**kwargs`` go to the wrapped method (``n_steps``, ``baselines``,
-        ``internal_batch_size``, ``return_convergence_delta``...)."""
+        """Attribute each target token's log-probability to the tokens of ``inp``.
+
+        Args:
+            inp: the prompt, a :class:`~attrkit.TextTokenInput` (its ``baselines`` token makes the baseline
+                prompt; its ``skip_tokens`` are not attributed).
+            target: the answer, a string or 1-D token ids; None generates it with ``gen_args``.
+            gen_args: arguments of ``model.generate`` when ``target`` is None (default: greedy, 25 tokens).
+            skip_tokens: token ids or strings left out of the target (e.g. a BOS token).
+            **kwargs: passed to the wrapped method's ``attribute`` (``n_steps``, ``baselines``,
+                ``internal_batch_size``, ``return_convergence_delta``...).
+
+        Returns:
+            An :class:`~attrkit.LLMAttributionResult`: ``token_attr`` (one row per target token, one column
+            per attributed prompt token), ``seq_attr`` (its sum over the target tokens), the input and output
+            tokens, and ``convergence_delta`` (one per target token, with ``return_convergence_delta=True``;
+            else None).
+
+        Example:
+            >>> import torch
+            >>> from attrkit import LayerGradientXActivation, LLMGradientAttribution, TextTokenInput
+            >>> from attrkit.llm.testing import TinyCausalLM, WordTokenizer
+            >>> tok = WordTokenizer("the cat sat on a mat".split())
+            >>> model = TinyCausalLM(len(tok))
+            >>> gxa = LLMGradientAttribution(LayerGradientXActivation(model, model.embedding), tok)
+            >>> res = gxa.attribute(TextTokenInput("the cat sat on", tok, skip_tokens=["<s>"]), target="a mat")
+            >>> res.input_tokens, res.output_tokens, res.token_attr.shape
+            (['the', 'cat', 'sat', 'on'], ['a', 'mat'], torch.Size([2, 4]))
+            >>> torch.allclose(res.token_attr.sum(0), res.seq_attr)
+            True
+        """
         target_tokens = self._get_target_tokens(inp, target, gen_args, skip_tokens)
         self._check_context(inp.inp_tensor.shape[1], len(target_tokens))
         x = inp.to_tensor().to(self.device)

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .attribution import DEFAULT_GEN_ARGS, LLMAttribution
 from .inputs import InterpretableInput
+from .result import LLMAttributionResult
 
 
 @runtime_checkable
@@ -89,6 +90,43 @@ class RemoteLLMAttribution(LLMAttribution):
             method.forward_func = self.placeholder_model
         super().__init__(method, tokenizer, attr_target)
         self.provider = provider
+
+    def attribute(self, inp: InterpretableInput, target: str | Tensor | list | None = None, num_trials: int = 1,
+                  gen_args: dict | None = None, use_cached_outputs: bool = True,
+                  _inspect_forward: Callable | None = None, forward_in_tokens: bool = True,
+                  skip_tokens: list[int] | list[str] | None = None, **kwargs: Any) -> LLMAttributionResult:
+        """Attribute the target answer's score to the features of ``inp``, scoring every perturbed prompt
+        with ``provider.get_logprobs``.
+
+        Args:
+            inp: the prompt (an :class:`~attrkit.InterpretableInput` that gives text or token ids).
+            target: the answer, a string or 1-D token ids; None asks ``provider.generate`` for it.
+            num_trials: average over this many runs (for sampling methods and random baselines).
+            gen_args: keyword arguments of ``provider.generate`` when ``target`` is None.
+            use_cached_outputs: accepted for :class:`~attrkit.LLMAttribution`'s signature; the provider scores.
+            forward_in_tokens: accepted likewise; the provider scores the whole answer in one request.
+            skip_tokens: token ids or strings left out of the target.
+            **kwargs: passed to the wrapped method's ``attribute`` (``n_samples``, ``feature_mask``...).
+
+        Returns:
+            An :class:`~attrkit.LLMAttributionResult`, as :meth:`LLMAttribution.attribute` returns it.
+
+        Example:
+            >>> from attrkit import RemoteLLMAttribution, ShapleyValues, TextTemplateInput
+            >>> from attrkit.llm.testing import WordTokenizer
+            >>> class Echo:  # a "server": the answer is likelier the more prompt words it repeats
+            ...     def generate(self, prompt, **gen_args):
+            ...         return "cat"
+            ...     def get_logprobs(self, input_prompt, target_str, tokenizer=None):
+            ...         return [-2.0 + input_prompt.split().count(word) for word in target_str.split()]
+            >>> tok = WordTokenizer(["the", "cat", "sat"])
+            >>> remote = RemoteLLMAttribution(ShapleyValues(RemoteLLMAttribution.placeholder_model), tok, Echo())
+            >>> res = remote.attribute(TextTemplateInput("{} {} sat", ["the", "cat"]))  # target generated: "cat"
+            >>> res.output_tokens, res.seq_attr.tolist()
+            (['cat'], [0.0, 1.0])
+        """
+        return super().attribute(inp, target, num_trials, gen_args, use_cached_outputs, _inspect_forward,
+                                 forward_in_tokens, skip_tokens, **kwargs)
 
     def _prompt_text(self, model_input: Any) -> str:
         if isinstance(model_input, Tensor):

@@ -35,13 +35,8 @@ def test_every_public_class_has_an_example_and_every_algorithm_a_reference():
     assert not missing, missing
 
 
-# abstract bases (nothing to call) and the classes whose attribute() is documented in prose only, for now
+# abstract bases: nothing to call
 _ABSTRACT = {"Attribution", "GradientAttribution", "PerturbationAttribution", "LayerAttribution", "NeuronAttribution"}
-_PROSE_ONLY = {"LimeBase": "its example is the class docstring's (a surrogate needs four functions)",
-               "DataLoaderAttribution": "arguments documented; example in the class docstring",
-               "LLMAttribution": "arguments documented; example in the class docstring",
-               "LLMGradientAttribution": "example in the class docstring",
-               "RemoteLLMAttribution": "inherits LLMAttribution.attribute"}
 
 
 def _reference_text():
@@ -62,8 +57,6 @@ def test_every_attribute_method_is_documented_with_its_arguments_and_an_example(
     for name in attrkit.__all__:
         cls = getattr(attrkit, name)
         if not (isinstance(cls, type) and issubclass(cls, attrkit.Attribution)) or name in _ABSTRACT:
-            continue
-        if name in _PROSE_ONLY:
             continue
         method = inspect.unwrap(cls.attribute)
         doc = method.__doc__ or ""

@@ -1,5 +1,8 @@
 """The ablation family: closed forms, loop-based reference implementations, batching, inference mode,
 models that aggregate over the batch, progress bars, and bad input by name."""
+import re
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -286,8 +289,14 @@ def test_occlusion_with_batch_statistics_warns_and_runs_one_perturbation_per_pas
     x = torch.randn(3, 1, 8, 8)
     recorder, training = Recorder(model), model.training
     kwargs = dict(sliding_window_shapes=(1, 3, 3), strides=2, target=1)
-    with pytest.warns(UserWarning, match=r"norm` \(BatchNorm2d\).*one perturbation per pass"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         one = Occlusion(recorder).attribute(x, **kwargs)
+    ours = [str(w.message) for w in caught if "model.eval" in str(w.message)]
+    assert len(ours) == 1, ours  # one warning, not the generic training-mode one as well
+    message = ours[0]
+    assert re.search(r"norm` \(BatchNorm2d\).*one perturbation per pass.*model.eval", message)
+    assert ("change from call to call" in message) == training  # the training-mode part, only when training
     assert recorder.rows == [3] * 17  # the reference, then each of the 16 windows on its own
     with pytest.warns(UserWarning, match="model.eval"):
         asked = Occlusion(model).attribute(x, perturbations_per_eval=16, **kwargs)
@@ -299,8 +308,6 @@ def test_occlusion_with_batch_statistics_warns_and_runs_one_perturbation_per_pas
 
 
 def test_occlusion_in_eval_mode_does_not_warn():
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Occlusion(NormCNN().eval()).attribute(torch.randn(2, 1, 8, 8), (1, 3, 3), 2, target=0)
