@@ -76,6 +76,8 @@ def _one_pass(call: ModelCaller, rows: list[Tensor], answer: Tensor, reference: 
     else:
         lo = 0
     logits = logits_of(call({"input_ids": ids, "attention_mask": mask}, **extra))
+    if logits.shape[1] != hi - lo:  # a model that takes any keyword but ignored logits_to_keep
+        lo = 0
     _check_ids(answer, logits.shape[-1])
     where = (starts - lo).unsqueeze(1) + torch.arange(len(answer), device=answer.device)
     steps = logits.gather(1, where.unsqueeze(2).expand(-1, -1, logits.shape[-1]))
