@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from typing import Iterator
 
 import torch
@@ -108,14 +109,18 @@ def product(op, a: Tensor, b: Tensor, *rest, **kwargs) -> Tensor:
     return op(half(a), half(b), *rest, **kwargs)
 
 
-def attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False) -> Tensor:
+def attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False,
+              softmax_relevance: bool = True) -> Tensor:
     """``F.scaled_dot_product_attention`` step by step, with the product rule on ``q @ k^T`` and
-    ``weights @ v`` and softmax's own gradient (its AttnLRP rule in gradient × input form)."""
+    ``weights @ v`` and softmax's own gradient (its AttnLRP rule in gradient × input form). With
+    ``softmax_relevance=False`` the weights are constants (CP-LRP): ``v`` gets all the relevance."""
+    if not softmax_relevance:
+        q, k = q.detach(), k.detach()
     if enable_gqa and k.size(-3) != q.size(-3):
         k = k.repeat_interleave(q.size(-3) // k.size(-3), dim=-3)
         v = v.repeat_interleave(q.size(-3) // v.size(-3), dim=-3)
     scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
-    scores = product(torch.matmul, q, k.transpose(-2, -1)) * scale
+    scores = _matmul(q, k.transpose(-2, -1)) * scale
     lowest = torch.finfo(scores.dtype).min
     if is_causal:
         causal = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()
@@ -125,7 +130,12 @@ def attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=Non
     weights = torch.softmax(scores, dim=-1)
     if dropout_p > 0:
         weights = F.dropout(weights, dropout_p)
-    return product(torch.matmul, weights, v)
+    return _matmul(weights, v)
+
+
+def _matmul(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b``, with the uniform rule when both factors carry relevance."""
+    return product(torch.matmul, a, b) if _two_activations((a, b)) else torch.matmul(a, b)
 
 
 # --------------------------------------------------------------------------- which function gets which rule
@@ -146,9 +156,11 @@ _DIVISIONS = {torch.div, T.div, T.__truediv__, T.__rtruediv__}
 class _Rewriter(TorchFunctionMode):
     """Applies the rules to torch functions called while it is active; notes the uncovered ones."""
 
-    def __init__(self, hooked: dict, names: dict):
+    def __init__(self, hooked: dict, names: dict, softmax_relevance: bool = True):
         super().__init__()
         self.hooked, self.names, self.uncovered = hooked, names, {}
+        self.attention = partial(attention, softmax_relevance=softmax_relevance)
+        self.softmax_relevance = softmax_relevance
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -158,9 +170,11 @@ class _Rewriter(TorchFunctionMode):
         if func is torch.einsum and len(args) == 3 and _two_activations(args[1:]):
             return product(lambda a, b: func(args[0], a, b), args[1], args[2])
         if func is F.scaled_dot_product_attention:
-            return attention(*args, **kwargs)
+            return self.attention(*args, **kwargs)
         if func is F.multi_head_attention_forward:
-            return _with_attention_patched(func, args, kwargs)
+            return _with_attention_patched(func, args, kwargs, self.attention)
+        if func in _COVERED and not self.softmax_relevance and _carries(first):
+            return func(first.detach(), *args[1:], **kwargs) if args else func(**{**kwargs, "input": first.detach()})
         if func is F.layer_norm and _carries(first):
             return _LayerNormRule.apply(*_layer_norm_args(*args, **kwargs))
         out = func(*args, **kwargs)
@@ -188,11 +202,13 @@ def _layer_norm_args(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return input, tuple(normalized_shape), weight, bias, eps
 
 
-def _with_attention_patched(func, args, kwargs):
+def _with_attention_patched(func, args, kwargs, attention=attention):
     """``nn.MultiheadAttention``'s functional body runs while this mode is paused; for the duration of the call,
     patch the names it computes attention with: ``F.scaled_dot_product_attention`` (``need_weights=False``) and
-    ``torch.bmm`` / ``torch.baddbmm`` (``need_weights=True``)."""
+    ``torch.bmm`` / ``torch.baddbmm`` (``need_weights=True``; and ``F.softmax`` for CP-LRP)."""
     replacements = {(F, "scaled_dot_product_attention"): attention, (torch, "bmm"): _bmm, (torch, "baddbmm"): _baddbmm}
+    if not getattr(attention, "keywords", {}).get("softmax_relevance", True):
+        replacements[(F, "softmax")] = partial(_constant_softmax, F.softmax)
     saved = {key: getattr(*key) for key in replacements}
     try:
         for (owner, name), replacement in replacements.items():
@@ -201,6 +217,10 @@ def _with_attention_patched(func, args, kwargs):
     finally:
         for (owner, name), original in saved.items():
             setattr(owner, name, original)
+
+
+def _constant_softmax(softmax, input, *args, **kwargs):
+    return softmax(input.detach(), *args, **kwargs)
 
 
 _BMM = torch.bmm
@@ -238,11 +258,12 @@ TRANSFORMER_MODULE_RULES = RuleSet(_composite_rule, method="AttnLRP")
 
 
 @contextmanager
-def transformer_rules(model: nn.Module) -> Iterator[_Rewriter]:
+def transformer_rules(model: nn.Module, softmax_relevance: bool = True) -> Iterator[_Rewriter]:
     """Apply AttnLRP's rules to ``model``'s calls while the block runs; yields the rewriter, whose
-    ``uncovered`` names the nonlinear calls no rule covered. Nothing in ``model`` is changed."""
+    ``uncovered`` names the nonlinear calls no rule covered. Nothing in ``model`` is changed.
+    ``softmax_relevance=False``: softmax's output is a constant (CP-LRP), no relevance passes through it."""
     with ExitStack() as stack:
         hooked = stack.enter_context(TRANSFORMER_MODULE_RULES.applied(model))
-        rewriter = _Rewriter(hooked, {m: n for n, m in model.named_modules()})
+        rewriter = _Rewriter(hooked, {m: n for n, m in model.named_modules()}, softmax_relevance)
         stack.enter_context(rewriter)
         yield rewriter

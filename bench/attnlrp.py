@@ -4,7 +4,9 @@
     python bench/attnlrp.py --real             # + torchvision vit_b_16 (random weights), MiniLM, SmolLM2 (offline)
 
 For each model: the relevance at the embedding output (after position embeddings, where a model adds them)
-against the explained logit, ``|sum(R) - logit| / |logit|`` per example, and the best of ``--repeats`` timings of
+against the explained logit, ``|sum(R) - logit| / |logit|`` per example (with AttnLRP's softmax rule, and
+with the attention weights held constant, ``softmax_relevance=False``: CP-LRP, where only biases absorb
+relevance, so the difference is what softmax's bias term absorbs), and the best of ``--repeats`` timings of
 AttnLRP and of one plain forward+backward to the same input (one thread). Figures are measured, never asserted
 here (tests/unit/test_attnlrp.py pins the conservation on the tiny models).
 """
@@ -39,11 +41,13 @@ def measure(name, model, f, x, embedding_output, repeats):
     model.eval()
     logits = f(x).detach()
     target = logits.argmax(-1).tolist()
+    explained = logits.gather(1, torch.tensor(target)[:, None]).squeeze(1)
+    errors = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        relevance = AttnLRP(f, model).attribute(x, target=target, layer=embedding_output)
-    explained = logits.gather(1, torch.tensor(target)[:, None]).squeeze(1)
-    error = ((relevance.flatten(1).sum(1) - explained).abs() / explained.abs()).tolist()
+        for rule in (True, False):
+            relevance = AttnLRP(f, model, softmax_relevance=rule).attribute(x, target=target, layer=embedding_output)
+            errors[rule] = ((relevance.flatten(1).sum(1) - explained).abs() / explained.abs()).tolist()
 
     def plain():
         leaf = x.detach().requires_grad_()
@@ -52,7 +56,8 @@ def measure(name, model, f, x, embedding_output, repeats):
 
     t_plain = best_time(plain, repeats)
     t_lrp = best_time(lambda: AttnLRP(f, model).attribute(x, target=target), repeats)
-    print(f"{name:28s} conservation error {', '.join(f'{e:.4f}' for e in error):16s} "
+    print(f"{name:28s} conservation error {', '.join(f'{e:.4f}' for e in errors[True]):16s} "
+          f"(CP-LRP {', '.join(f'{e:.4f}' for e in errors[False]):16s}) "
           f"plain {t_plain * 1e3:8.1f} ms  AttnLRP {t_lrp * 1e3:8.1f} ms  ratio {t_lrp / t_plain:5.2f}"
           + (f"  warnings: {[str(w.message)[:120] for w in caught]}" if caught else ""), flush=True)
 

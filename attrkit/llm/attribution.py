@@ -27,6 +27,7 @@ from ..base import Attribution
 from ..perturbation import FeatureAblation, FeaturePermutation, Occlusion
 from ..lime import KernelShap, Lime
 from ..shapley import ShapleyValues, ShapleyValueSampling
+from ._batched import batched_log_probs
 from ._model import (ModelCaller, answer_log_probs, apply_score, context_length, greedy_decode,
                      score_function)
 from .inputs import InterpretableInput, token_ids
@@ -193,6 +194,12 @@ class LLMAttribution(BaseLLMAttribution):
     token on — about 1e-2 in log-probability on a tiny Llama), and the cache is used only when the model
     input is just ``input_ids`` and ``attention_mask`` (other inputs go to every full pass).
 
+    attrkit addition (``batch_prompts=True``, the default): when the input gives plain token ids, the
+    perturbed prompts of one forward call of the wrapped method are scored together, in one pass over prompt
+    and answer, right-padded, reusing the key/value cache of the prefix they share with the unperturbed
+    prompt (:mod:`attrkit.llm._batched`). The scores are the token-by-token ones up to float rounding
+    (tested against the uncached path); ``use_cached_outputs`` and ``forward_in_tokens`` then change nothing.
+
     Example:
         >>> from attrkit import FeatureAblation, LLMAttribution, TextTemplateInput
         >>> from attrkit.llm.testing import TinyCausalLM, WordTokenizer
@@ -230,10 +237,16 @@ class LLMAttribution(BaseLLMAttribution):
 
     def _forward_func(self, perturbed_tensor: Tensor | None, inp: InterpretableInput, target_tokens: Tensor,
                       use_cached_outputs: bool = False, _inspect_forward: Callable | None = None,
-                      forward_in_tokens: bool = True, _unperturbed: list | None = None) -> Tensor:
+                      forward_in_tokens: bool = True, _unperturbed: list | None = None,
+                      _reference: Tensor | None = None) -> Tensor:
         """The wrapped method's forward: ``(1 + n_target,)`` scores (the whole answer, then each token) for
         per-token methods, one score otherwise. The log-probabilities under the unperturbed prompt are
-        appended to ``_unperturbed`` (a list of this call's own)."""
+        appended to ``_unperturbed`` (a list of this call's own). With ``_reference`` (the unperturbed
+        prompt's token ids) every row of ``perturbed_tensor`` is a prompt, all scored together
+        (:mod:`attrkit.llm._batched`), and the scores have one row per prompt."""
+        if _reference is not None:
+            return self._batched_forward(perturbed_tensor, inp, target_tokens, _inspect_forward, _unperturbed,
+                                         _reference)
         model_input = inp.to_model_input(perturbed_tensor)
         log_probs = self._log_probs(model_input, target_tokens, use_cached_outputs, forward_in_tokens).detach()
         if _unperturbed is not None and (perturbed_tensor is None or bool((perturbed_tensor == 1).all())):
@@ -244,11 +257,46 @@ class LLMAttribution(BaseLLMAttribution):
             _inspect_forward(prompt, self.tokenizer.decode(target_tokens), rows.exp().reshape(-1).tolist())
         return apply_score(self.score, rows)
 
+    def _batched_forward(self, perturbed_tensor: Tensor | None, inp: InterpretableInput, target_tokens: Tensor,
+                         _inspect_forward: Callable | None, _unperturbed: list | None, reference: Tensor) -> Tensor:
+        """:meth:`_forward_func` for a batch of perturbations: ``(k, 1 + n_target)`` or ``(k,)`` scores."""
+        masks = [None] if perturbed_tensor is None else list(perturbed_tensor.split(1))
+        model_inputs = [inp.to_model_input(m) for m in masks]
+        prompts = [self._format_model_input(m)["input_ids"] for m in model_inputs]
+        for ids in prompts:
+            self._check_context(ids.shape[1], len(target_tokens))
+        pad = getattr(self.tokenizer, "pad_token_id", None)
+        pad = getattr(self.tokenizer, "eos_token_id", None) if pad is None else pad
+        log_probs = batched_log_probs(self._caller, [ids[0] for ids in prompts], target_tokens, reference,
+                                      int(pad) if pad is not None else 0).detach()
+        for mask, row in zip(masks, log_probs):
+            if _unperturbed is not None and (mask is None or bool((mask == 1).all())):
+                _unperturbed.append(row)
+        rows = torch.cat([log_probs.sum(1, keepdim=True), log_probs], 1) if self.include_per_token_attr \
+            else log_probs.sum(1)
+        if _inspect_forward is not None:
+            for model_input, row in zip(model_inputs, rows):
+                _inspect_forward(self._prompt_text(model_input), self.tokenizer.decode(target_tokens),
+                                 row.exp().reshape(-1).tolist())
+        return apply_score(self.score, rows)
+
+    def _batchable_reference(self, inp: InterpretableInput) -> Tensor | None:
+        """The unperturbed prompt's token ids when perturbed prompts can be scored in batches: the model is an
+        ``nn.Module`` and the input gives plain token ids (no image features, no attention mask of its own),
+        and no subclass scores prompts its own way (:class:`~attrkit.RemoteLLMAttribution`)."""
+        if self._caller is None or type(self)._log_probs is not LLMAttribution._log_probs:
+            return None
+        model_inp = self._format_model_input(inp.to_model_input())
+        if set(model_inp) != {"input_ids"} or model_inp["input_ids"].shape[0] != 1:
+            return None
+        return model_inp["input_ids"][0]
+
     # the public call -----------------------------------------------------------------------------
     def attribute(self, inp: InterpretableInput, target: str | Tensor | list | None = None, num_trials: int = 1,
                   gen_args: dict | None = None, use_cached_outputs: bool = True,
                   _inspect_forward: Callable | None = None, forward_in_tokens: bool = True,
-                  skip_tokens: list[int] | list[str] | None = None, **kwargs: Any) -> LLMAttributionResult:
+                  skip_tokens: list[int] | list[str] | None = None, batch_prompts: bool = True,
+                  **kwargs: Any) -> LLMAttributionResult:
         """Attribute the target answer's score to the features of ``inp``.
 
         Args:
@@ -259,6 +307,10 @@ class LLMAttribution(BaseLLMAttribution):
             use_cached_outputs: score token by token with the model's key/value cache.
             forward_in_tokens: token by token (True) or prompt and answer in one pass (False).
             skip_tokens: token ids or strings left out of the target (e.g. a BOS token).
+            batch_prompts: score the perturbed prompts of a forward pass together, in one pass over prompt and
+                answer that reuses the unperturbed prompt's shared prefix (attrkit addition; see
+                :mod:`attrkit.llm._batched`); ``use_cached_outputs`` and ``forward_in_tokens`` then change
+                nothing but float rounding. Used when the input gives plain token ids to an ``nn.Module``.
             **kwargs: passed to the wrapped method's ``attribute`` (``n_samples``, ``feature_mask``...).
 
         Returns:
@@ -285,8 +337,10 @@ class LLMAttribution(BaseLLMAttribution):
         target_tokens = self._get_target_tokens(inp, target, gen_args, skip_tokens)
         n_rows = 1 + len(target_tokens) if self.include_per_token_attr else 1
         unperturbed: list[Tensor] = []  # this call's own: calls on one object may interleave
+        reference = self._batchable_reference(inp) if batch_prompts else None
         forward = partial(self._forward_func, inp=inp, target_tokens=target_tokens,
-                          use_cached_outputs=use_cached_outputs, forward_in_tokens=forward_in_tokens)
+                          use_cached_outputs=use_cached_outputs, forward_in_tokens=forward_in_tokens,
+                          _reference=reference)
         method = copy(self.attr_method)
         method.forward_func = partial(forward, _inspect_forward=_inspect_forward, _unperturbed=unperturbed)
         total = torch.zeros(n_rows, inp.n_itp_features, device=self.device)
@@ -300,4 +354,4 @@ class LLMAttribution(BaseLLMAttribution):
         return LLMAttributionResult(
             seq_attr=attr[0], token_attr=attr[1:] if self.include_per_token_attr else None,
             input_tokens=list(inp.values), output_tokens=pretty_tokens(target_tokens, self.tokenizer),
-            output_probs=unperturbed[0].exp(), inp=inp)
+            output_probs=unperturbed[0].reshape(-1).exp(), inp=inp)

@@ -9,12 +9,13 @@ import torch
 from torch import Tensor, nn
 
 from .._plumbing import as_tuple, baseline_distribution, format_args
+from ..attnlrp import AttnLRP
 from ..base import Attribution
 from ..gradient import GradientShap
 from ..layer._base import LayerSpace
 from ..layer.gradient import LayerGradientShap, LayerGradientXActivation
 from ..layer.path import LayerIntegratedGradients
-from ._model import answer_log_probs, find_embedding_layer
+from ._model import answer_log_probs, attention_mask, find_embedding_layer, logits_of
 from .attribution import BaseLLMAttribution
 from .inputs import TextTokenInput
 from .result import LLMAttributionResult, pretty_tokens
@@ -32,6 +33,14 @@ class LLMGradientAttribution(BaseLLMAttribution):
     attrkit additions: :meth:`for_model` finds the embedding layer (``get_input_embeddings()``);
     ``return_convergence_delta=True`` stores one completeness delta per target token in
     ``result.convergence_delta``; ``skip_tokens`` (ids or token strings) are removed from the target.
+
+    attrkit addition: :class:`~attrkit.AttnLRP` (created with the model, ``AttnLRP(model)``) gives the
+    token-by-token relevance map at the cost of one forward and one backward pass per target token. It
+    explains each target token's *logit* (the paper's and its reference implementation's objective;
+    log-softmax has no LRP rule), and the relevance is taken at the embedding layer's output
+    (``get_input_embeddings()``, or ``layer=`` in ``attribute``) and summed over the embedding dimension;
+    ``return_convergence_delta=True`` gives ``logit - sum(relevance)`` per target token, the relevance
+    at the earlier target tokens' positions included (Achtibat et al. 2024, https://arxiv.org/abs/2402.05602).
 
     Departure (Lundberg & Lee 2017, https://arxiv.org/abs/1705.07874): :class:`~attrkit.LayerGradientShap`
     draws its random points between the baseline prompt's and the prompt's *embeddings* (plus ``stdevs``
@@ -52,7 +61,7 @@ class LLMGradientAttribution(BaseLLMAttribution):
         (torch.Size([2, 4]), True)
     """
 
-    SUPPORTED_METHODS = (LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients)
+    SUPPORTED_METHODS = (LayerGradientShap, LayerGradientXActivation, LayerIntegratedGradients, AttnLRP)
     SUPPORTED_INPUTS = (TextTokenInput,)
 
     def __init__(self, attr_method: Attribution, tokenizer: Any) -> None:
@@ -62,9 +71,35 @@ class LLMGradientAttribution(BaseLLMAttribution):
     @classmethod
     def for_model(cls, model: nn.Module, tokenizer: Any, method: type = LayerIntegratedGradients,
                   layer: nn.Module | None = None, **method_kwargs: Any) -> "LLMGradientAttribution":
-        """``cls(method(model, layer or the model's embedding layer, **method_kwargs), tokenizer)``."""
+        """``cls(method(model, layer or the model's embedding layer, **method_kwargs), tokenizer)``; for
+        :class:`~attrkit.AttnLRP`, ``cls(AttnLRP(model, **method_kwargs), tokenizer)`` with relevance at
+        ``layer`` (default: the embedding layer)."""
+        if issubclass(method, AttnLRP):
+            made = cls(method(model, **method_kwargs), tokenizer)
+            made.lrp_layer = layer if layer is not None else made.lrp_layer
+            return made
         return cls(method(model, layer if layer is not None else find_embedding_layer(model), **method_kwargs),
                    tokenizer)
+
+    @property
+    def lrp_layer(self) -> nn.Module:
+        """Where :class:`~attrkit.AttnLRP`'s relevance is read: the embedding layer unless set."""
+        layer = getattr(self, "_lrp_layer", None)
+        return layer if layer is not None else find_embedding_layer(self.model)
+
+    @lrp_layer.setter
+    def lrp_layer(self, layer: nn.Module) -> None:
+        self._lrp_layer = layer
+
+    def _logit_func(self, perturbed_tensor: Tensor, inp: TextTokenInput, target_tokens: Tensor,
+                    cur_target_idx: int) -> Tensor:
+        """The logit of target token ``cur`` after the perturbed prompt and the target tokens before it."""
+        ids = self._format_model_input(inp.to_model_input(perturbed_tensor))["input_ids"]
+        answer = target_tokens[:cur_target_idx].to(ids.device)
+        full = torch.cat([ids, answer.unsqueeze(0).expand(ids.shape[0], -1)], dim=1)
+        extra = {"use_cache": False} if self._caller.accepts("use_cache") else {}
+        logits = logits_of(self._caller({"input_ids": full, "attention_mask": attention_mask({}, full)}, **extra))
+        return logits[:, -1, target_tokens[cur_target_idx]]
 
     def _forward_func(self, perturbed_tensor: Tensor, inp: TextTokenInput, target_tokens: Tensor,
                       cur_target_idx: int) -> Tensor:
@@ -78,6 +113,8 @@ class LLMGradientAttribution(BaseLLMAttribution):
         method.forward_func = forward
         if isinstance(method, LayerGradientShap):
             return _gradient_shap_in_embeddings(method, x, **kwargs)
+        if isinstance(method, AttnLRP):
+            return method.attribute(x, **{"layer": self.lrp_layer, **kwargs})
         return method.attribute(x, **kwargs)
 
     def attribute(self, inp: TextTokenInput, target: str | Tensor | list | None = None,
@@ -117,8 +154,9 @@ class LLMGradientAttribution(BaseLLMAttribution):
         self._check_context(inp.inp_tensor.shape[1], len(target_tokens))
         x = inp.to_tensor().to(self.device)
         rows, deltas = [], []
+        objective = self._logit_func if isinstance(self.attr_method, AttnLRP) else self._forward_func
         for i in range(len(target_tokens)):
-            forward = partial(self._forward_func, inp=inp, target_tokens=target_tokens, cur_target_idx=i)
+            forward = partial(objective, inp=inp, target_tokens=target_tokens, cur_target_idx=i)
             out = self._attribute_one(forward, x, kwargs)
             if isinstance(out, tuple):
                 out, delta = out

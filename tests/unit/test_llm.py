@@ -740,3 +740,126 @@ def test_empty_token_lists_get_clear_errors():
                                    token_attr=torch.zeros(1, 0))
     with pytest.raises(ValueError, match="input_tokens"):
         empty.plot_token_attr()
+
+
+# --------------------------------------------------------------------------- AttnLRP in the LLM API (issue 25)
+def _gpt2_like(hf):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    _, tok = hf
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tok), n_positions=32,
+                                      bos_token_id=1, eos_token_id=2)).eval(), tok
+
+
+def _model_state(model):
+    return ([p.requires_grad for p in model.parameters()], [m.training for m in model.modules()],
+            [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()])
+
+
+def _lrp_by_hand(model, prompt_ids, answer, i):
+    """AttnLRP run directly on the embeddings of prompt + answer[:i], explaining answer[i]'s logit."""
+    ids = torch.cat([prompt_ids, answer[:i].reshape(1, -1)], dim=1)
+    embeds = model.get_input_embeddings()(ids).detach()
+
+    def last_logits(e):
+        return model(inputs_embeds=e, use_cache=False).logits[:, -1]
+
+    relevance = A.AttnLRP(last_logits, model).attribute(embeds, target=int(answer[i]))
+    return relevance.sum(-1)[0]  # every position: the prompt's, then the first i target tokens
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_attnlrp_rows_are_attnlrp_on_each_prefix_one_pass_per_token(hf, arch):
+    """``LLMGradientAttribution(AttnLRP(model), tok)``: row i is AttnLRP on the prompt followed by the first i
+    target tokens (its logit for target token i), in one forward and one backward pass per target token, and
+    the model is left as found."""
+    model, tok = hf if arch == "llama" else _gpt2_like(hf)
+    inp = A.TextTokenInput("the cat sat on", tok, baselines="<pad>", skip_tokens=["<s>"])
+    answer = torch.tensor(tok.encode("a mat dog", add_special_tokens=False))
+    before = _model_state(model)
+    counts = {"forward": 0, "backward": 0}
+    handles = [model.register_forward_pre_hook(lambda *_: counts.__setitem__("forward", counts["forward"] + 1)),
+               model.lm_head.register_full_backward_hook(
+                   lambda *_: counts.__setitem__("backward", counts["backward"] + 1))]
+    try:
+        res = A.LLMGradientAttribution(A.AttnLRP(model), tok).attribute(inp, target="a mat dog")
+    finally:
+        for h in handles:
+            h.remove()
+    assert counts == {"forward": 3, "backward": 3}
+    assert _model_state(model) == before
+    assert res.token_attr.shape == (3, 4) and res.output_tokens == ["a", "mat", "dog"]
+    keep = inp.itp_mask[0]
+    expected = torch.stack([_lrp_by_hand(model, inp.inp_tensor, answer, i)[:len(keep)][keep] for i in range(3)])
+    _close(res.token_attr, expected)
+    _close(res.seq_attr, expected.sum(0))
+
+
+def test_attnlrp_for_model_delta_and_layer(hf):
+    """``for_model(..., AttnLRP)`` is the same; the delta is each logit minus all its relevance (prompt and
+    earlier target tokens), small on this tiny Llama (only softmax's bias term absorbs relevance)."""
+    model, tok = hf
+    inp = A.TextTokenInput("the cat sat on", tok, baselines="<pad>")
+    direct = A.LLMGradientAttribution(A.AttnLRP(model), tok).attribute(inp, target="a mat")
+    made = A.LLMGradientAttribution.for_model(model, tok, A.AttnLRP)
+    res = made.attribute(inp, target="a mat", return_convergence_delta=True)
+    _close(res.token_attr, direct.token_attr)
+    answer = torch.tensor(tok.encode("a mat", add_special_tokens=False))
+    ids = torch.cat([inp.inp_tensor, answer[:1].reshape(1, -1)], dim=1)
+    with torch.no_grad():
+        logit = model(ids).logits[0, -1, answer[1]]
+    total = _lrp_by_hand(model, inp.inp_tensor, answer, 1).sum()
+    _close(res.convergence_delta[1], logit - total, 1e-4)
+    assert res.convergence_delta.shape == (2,) and bool((res.convergence_delta.abs() < 0.5 * logit.abs()).all())
+
+
+# --------------------------------------------------------------------------- batched scoring (issue 25 speed)
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "plain"])
+def test_batched_scores_equal_the_uncached_path(hf, plain, arch):
+    """Prompts of different lengths scored together (right padding, the cache of the prefix they share with
+    the reference, logits at the answer positions only) equal one uncached pass per prompt; the shared prefix
+    runs once, and the rows in one pass."""
+    from attrkit.llm._batched import batched_log_probs, shared_prefix
+    from attrkit.llm._model import ModelCaller, answer_log_probs
+
+    model, tok = {"llama": hf, "gpt2": _gpt2_like(hf) if arch == "gpt2" else None, "plain": plain}[arch]
+    call = ModelCaller(model)
+    reference = torch.tensor(tok.encode("the cat sat on a mat in Paris"))
+    rows = [reference, torch.cat([reference[:4], reference[5:]]), torch.cat([reference[:5], torch.tensor(
+        tok.encode("dog ran in the park", add_special_tokens=False)), reference[6:]]), reference[:6]]
+    answer = torch.tensor(tok.encode("is capital of France", add_special_tokens=False))
+    widths = []
+    handle = model.register_forward_pre_hook(lambda m, a, kw: widths.append(
+        tuple((kw.get("input_ids") if "input_ids" in kw else a[0]).shape)), with_kwargs=True)
+    try:
+        with torch.no_grad():
+            fast = batched_log_probs(call, rows, answer, reference, pad_id=3)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        exact = torch.cat([answer_log_probs(call, {"input_ids": r[None]}, answer, forward_in_tokens=True)
+                           for r in rows])
+    _close(fast, exact, 1e-5)
+    assert shared_prefix(rows, reference) == 4
+    p = 4 if arch != "plain" else 0  # the plain model has no cache: every row runs from its first token
+    width = max(len(r) for r in rows) + len(answer) - 1 - p
+    assert widths == ([(1, p), (4, width)] if p else [(4, width)])
+
+
+@pytest.mark.parametrize("method", ["FeatureAblation", "ShapleyValueSampling"])
+def test_batched_attribution_equals_one_prompt_at_a_time(hf, method):
+    """``batch_prompts`` (the default) changes nothing but float rounding: template segments whose baselines
+    tokenize to other lengths, so the rows are padded."""
+    model, tok = hf
+    inp = A.TextTemplateInput("{} {} sat on {} in {}", values=["the cat", "um", "a mat", "Paris"],
+                              baselines=["a", "the dog ran", "", "France"])
+    llm = A.LLMAttribution(getattr(A, method)(model), tok)
+    kw = dict(target="is capital of France", **({"n_samples": 3} if method == "ShapleyValueSampling" else {}))
+    torch.manual_seed(0)
+    fast = llm.attribute(inp, **kw)
+    torch.manual_seed(0)
+    slow = llm.attribute(inp, batch_prompts=False, use_cached_outputs=False, **kw)
+    _close(fast.token_attr, slow.token_attr, 1e-5)
+    _close(fast.seq_attr, slow.seq_attr, 1e-5)
+    _close(fast.output_probs, slow.output_probs, 1e-5)
