@@ -509,7 +509,9 @@ def test_llm_package_structure():
                 assert not (node.level == 2 and node.module is None), f"{path.name} imports from the package root"
                 assert node.module != "attrkit", path.name
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                assert node.end_lineno - node.lineno + 1 <= 60, f"{path.name}:{node.name}"
+                doc = node.body[0] if ast.get_docstring(node) else None  # code lines: the docstring not counted
+                doc_lines = doc.end_lineno - doc.lineno + 1 if doc else 0
+                assert node.end_lineno - node.lineno + 1 - doc_lines <= 60, f"{path.name}:{node.name}"
 
 
 # --------------------------------------------------------------------------- issue 23: targets, cache, GradientShap
