@@ -4,7 +4,8 @@ setting should take.
 The time estimate: every method's cost is counted in forward-pass equivalents (:func:`attrkit.insights._methods.cost`);
 :class:`Timing` learns seconds per unit from the runs so far — each method's own last run when there is one (a
 method's speed per unit depends on how it batches, whether it needs gradients and its backward rules), else the last
-run of any method, else the timed forward pass that scored the example when the explorer opened.
+run of any method. Before the first map there is no estimate: a model's first forward passes in a process run
+several times slower than later ones (measured on chapter 02's EfficientNet-Lite0: a 30 s estimate for a 0.8 s map).
 """
 from __future__ import annotations
 

@@ -152,9 +152,7 @@ class Explorer(W.VBox):
         self.baseline_name = baseline_name or _status.baseline_name(baselines)
         with _COMPUTING:  # not while another explorer's hooks may be on the model
             scores = scores_of(model, inputs, score_func, additional_forward_args)
-            start = time.perf_counter()  # a second, warm forward pass, timed: the estimates before any map
-            scores_of(model, inputs, score_func, additional_forward_args)
-            self._timing = _status.Timing(time.perf_counter() - start)
+        self._timing = _status.Timing()  # estimates from measured maps only (a lone forward pass misleads)
         classes = list(classes) if classes is not None else [f"class {i}" for i in range(len(scores))]
         probabilities = score_func is None or bool(scores.min() >= 0 and abs(float(scores.sum()) - 1) < 1e-3)
         order = scores.argsort(descending=True).tolist()
@@ -260,7 +258,7 @@ class Explorer(W.VBox):
 
     def estimate(self, method: str | None = None) -> float | None:
         """Seconds the current settings (with ``method``) should take: the method's cost times the speed of its
-        own last run, else of the last run of any method, else of the forward pass that scored the example (see
+        own last run, else of the last run of any method; None before the first map (see
         :class:`attrkit.insights._status.Timing`)."""
         key, params = self._settings(method)
         return self._timing.estimate(key[0], _methods.cost(key[0], params, self.inputs))
