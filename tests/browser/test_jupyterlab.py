@@ -3,9 +3,10 @@
 The test starts ``jupyter lab`` on 127.0.0.1 (a free port, a random token, a temporary root folder and settings)
 with a notebook that opens the explorer on a small CNN, runs the notebook at 1280x800 with the file browser open
 (the output area is then about 850 px wide), and checks that the status line is on screen without scrolling and
-names the method, the class the map explains and the baseline (the map's title names the class too), that no control
-overlaps the images, that every slider's read-out is visible, that dragging ``n_steps`` and switching the method change the image, and that switching the
-method during a long computation ends on the new method (the old computation is superseded, not queued).
+names the method, the class the map explains and the baseline (the map's title names the class too), that no
+control overlaps the images, that every slider's read-out is visible, that dragging ``n_steps`` and switching the
+method change the image, and that switching the method during a long computation ends on the new method (the old
+computation is superseded, not queued).
 Screenshots go to book/_build/screenshots/.
 """
 import json
