@@ -233,6 +233,7 @@ def test_visualizer_filters_examples_by_correctness_and_predicted_class(model):
     predicted = [int(s.argmax()) for s in vis.scores()]
     labels = [e.label for e in vis.examples()]
     assert len(ui.example.options) == 6 and ui.explorer is not None
+    assert "baseline: the baseline_transforms of Photo" in ui.explorer.status.value  # the feature's baseline, named
     ui.prediction.value = "correct"
     assert [i for _, i in ui.example.options] == [i for i in range(6) if predicted[i] == labels[i]]
     ui.prediction.value = "incorrect"
