@@ -110,6 +110,12 @@ def _gradients(params: dict, inputs) -> float:
     return 3.0 * params.get("n_steps", 1) * params.get("nt_samples", 1) + 1.0
 
 
+def _three_gradients(params: dict, inputs) -> float:
+    """Measured at about three plain gradients: DeepLift (the input and its baseline in one batch, a backward rule
+    at every nonlinearity) and Guided Grad-CAM (Grad-CAM, then guided backpropagation's rules)."""
+    return 3 * 3.0 + 1.0
+
+
 def _windows(params: dict, inputs) -> float:
     """One forward pass per window position (stride: the window itself without a stride control), plus one."""
     h, w = inputs.shape[-2:]
@@ -118,33 +124,42 @@ def _windows(params: dict, inputs) -> float:
     return 1.0 + ((h - win) // stride + 1) * ((w - win) // stride + 1)
 
 
+def _ablations(params: dict, inputs) -> float:
+    """One forward pass per window-sized patch, each about 1.5 occlusion windows (measured: the patches come
+    from a feature mask, and occlusion's windows may be evaluated incrementally)."""
+    return 1.0 + 1.5 * (_windows(params, inputs) - 1.0)
+
+
 @dataclass(frozen=True)
 class Method:
     """One explorer method: the controls it reads (beyond the display controls sign, alpha and outlier_perc,
     which every method has), how it runs on a :class:`Call`, its cost in forward-pass equivalents for one
-    example (so that one measured run predicts the time of another setting), and whether it needs a layer."""
+    example (so that one measured run predicts the time of another setting), whether it needs a layer, and
+    whether it compares the input with the explorer's baseline (the status names the baseline then)."""
 
     controls: tuple[str, ...] = ()
     run: Callable[[Call], torch.Tensor] = _plain
     cost: Callable[[dict, Any], float] = _gradients
     needs_layer: bool = False
+    uses_baseline: bool = False
 
 
 # method (a class name, or NoiseTunnel(inner class name)) -> its record, in the order the explorer offers them
 REGISTRY = {
     "Saliency": Method(),
     "InputXGradient": Method(),
-    "IntegratedGradients": Method(("n_steps",), _integrated_gradients),
-    "GradientShap": Method(("nt_samples", "stdevs"), _gradient_shap),
-    "DeepLift": Method((), _with_baselines),
+    "IntegratedGradients": Method(("n_steps",), _integrated_gradients, uses_baseline=True),
+    "GradientShap": Method(("nt_samples", "stdevs"), _gradient_shap, uses_baseline=True),
+    "DeepLift": Method((), _with_baselines, _three_gradients, uses_baseline=True),
     "GuidedBackprop": Method(),
     "Deconvolution": Method(),
-    "Occlusion": Method(("window", "stride"), _occlusion, _windows),
-    "FeatureAblation": Method(("window",), _feature_ablation, _windows),
+    "Occlusion": Method(("window", "stride"), _occlusion, _windows, uses_baseline=True),
+    "FeatureAblation": Method(("window",), _feature_ablation, _ablations, uses_baseline=True),
     "NoiseTunnel(Saliency)": Method(("nt_samples", "stdevs"), _smoothgrad),
-    "NoiseTunnel(IntegratedGradients)": Method(("nt_samples", "stdevs", "n_steps"), _smoothgrad_integrated_gradients),
+    "NoiseTunnel(IntegratedGradients)": Method(("nt_samples", "stdevs", "n_steps"), _smoothgrad_integrated_gradients,
+                                               uses_baseline=True),
     "LayerGradCam": Method((), _grad_cam, needs_layer=True),
-    "GuidedGradCam": Method((), _guided_grad_cam, needs_layer=True),
+    "GuidedGradCam": Method((), _guided_grad_cam, _three_gradients, needs_layer=True),
 }
 METHODS = {name: m.controls for name, m in REGISTRY.items()}  # method -> the controls it reads
 NEEDS_LAYER = tuple(name for name, m in REGISTRY.items() if m.needs_layer)

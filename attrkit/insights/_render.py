@@ -10,9 +10,10 @@ import io
 
 import matplotlib
 import numpy as np
+import torch
 from PIL import Image
 
-from ..visualization import colors
+from ..visualization import colors, to_hwc_image
 
 
 def _summed(attr) -> np.ndarray:
@@ -77,3 +78,16 @@ def legend_html(sign: str, scale: float, outlier_perc: float = 2.0, height: int 
             f"<div style='position:relative;width:60px'><span style='position:absolute;top:0'>{top}</span>{middle}"
             f"<span style='position:absolute;bottom:0'>{bottom}</span></div></div>"
             f"<div style='margin-top:4px;white-space:normal'>{html.escape(style.key)}</div></div>")
+
+
+def display_image(image, transform, inputs) -> np.ndarray:
+    """The picture the model sees, for display: ``transform`` without its ``Normalize`` steps when that gives
+    the input's height and width, else the input min-max rescaled."""
+    steps = [t for t in getattr(transform, "transforms", []) if type(t).__name__ != "Normalize"]
+    if steps:
+        shown = image
+        for step in steps:
+            shown = step(shown)
+        if isinstance(shown, torch.Tensor) and tuple(shown.shape[-2:]) == tuple(inputs.shape[-2:]):
+            return to_hwc_image(shown)
+    return to_hwc_image(inputs)

@@ -134,8 +134,9 @@ class AttributionVisualizer:
             picture = viz.to_hwc_image(x)
         baseline = feature.baseline(x[0])
         baseline = None if baseline is None else baseline.reshape(x.shape)
+        named = None if baseline is None else f"the baseline_transforms of {feature.name}"
         return Explorer(model, x, picture, self.classes, None, baseline, score_func=self.score_func or _raw,
-                        additional_forward_args=example.args, **kwargs)
+                        additional_forward_args=example.args, baseline_name=named, **kwargs)
 
     def widget(self, debounce: float = 0.3) -> W.VBox:
         """The whole user interface as one widget (``render()`` displays it)."""

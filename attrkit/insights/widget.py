@@ -5,7 +5,11 @@ dims and a spinner turns while it works; a newer setting supersedes older reques
 already running stops at its next batch (see :class:`Explorer`). Results are cached per setting, so going back is
 instant. The display controls (``sign``, ``alpha``, ``outlier_perc``) only redraw, and a colour legend beside the map
 says what its colours mean. Sliders only offer valid values (an occlusion window fits in the image), and a setting
-estimated to take long (from the last run's speed) says so before it starts. Errors show up as a message.
+estimated to take long says so before it starts (see :mod:`attrkit.insights._status`). Errors show up as a message.
+
+The status line sits above the controls, where it is seen without scrolling: it names the method, the class the map
+explains, the baseline the method compares with (by default a black image sent through the photo's ``transform``)
+and how long the map took; the map's title names the method and the class too.
 
 The layout wraps: the controls, then the photo and the map beside them when there is room, below them when there
 is not (a notebook with its file browser open, Colab), and the images shrink before anything overlaps.
@@ -25,12 +29,11 @@ from torch import nn
 
 from .. import visualization as viz
 from ..visualization import colors
-from . import _methods, _render
+from . import _methods, _render, _status
 
 DISPLAY = ("sign", "alpha", "outlier_perc")
 _COMPUTING = threading.RLock()  # one attribution at a time: hook-based methods must not overlap on a model
 SIGNS = tuple(colors.SIGNS)  # the sign drop-down's options
-LONG_SECONDS = 3.0  # settings estimated to take longer than this get a warning before they start
 _SPINNER = ("<style>@keyframes attrkit-spin{to{transform:rotate(360deg)}}</style><span style='display:inline-block;"
             "width:.8em;height:.8em;border:2px solid #888;border-top-color:transparent;border-radius:50%;"
             "animation:attrkit-spin .8s linear infinite'></span> ")
@@ -129,8 +132,8 @@ def _score_text(score: float, probabilities: bool) -> str:
 class Explorer(W.VBox):
     """The widget :func:`explore` returns: ``controls`` (name -> ipywidget), ``attribution`` (the latest
     attribution tensor; it keeps the last good one while an error is shown), ``error`` (the message, or None),
-    ``status``, the ``original`` and ``heatmap`` images and the ``legend``. ``settings`` gives initial control
-    values.
+    ``status``, the map's ``title``, the ``original`` and ``heatmap`` images and the ``legend``. ``settings`` gives
+    initial control values; ``baseline_name`` is what the status calls ``baselines`` (default: from its value).
 
     How stale work is avoided: every change of a computing control starts a new *request* (a generation number)
     and dims the map. After ``debounce`` seconds a worker thread computes it if it is still the newest request;
@@ -140,17 +143,21 @@ class Explorer(W.VBox):
     ``debounce=0`` everything runs at once in the caller's thread (scripts and tests)."""
 
     def __init__(self, model, inputs, image, classes=None, target=None, baselines=None, *, score_func=None,
-                 additional_forward_args=None, layer=None, settings=None, debounce=0.3, size=320):
+                 additional_forward_args=None, layer=None, settings=None, debounce=0.3, size=320,
+                 baseline_name=None):
         self.model, self.inputs, self.image, self.layer = model, inputs, image, layer
         self.args, self.debounce, self.size = additional_forward_args, debounce, size
         self.baselines = (baselines.to(inputs.device).expand_as(inputs) if isinstance(baselines, torch.Tensor)
                           else torch.full_like(inputs, float(baselines or 0.0)))
+        self.baseline_name = baseline_name or _status.baseline_name(baselines)
         with _COMPUTING:  # not while another explorer's hooks may be on the model
             scores = scores_of(model, inputs, score_func, additional_forward_args)
+        self._timing = _status.Timing()  # estimates from measured maps only (a lone forward pass misleads)
         classes = list(classes) if classes is not None else [f"class {i}" for i in range(len(scores))]
         probabilities = score_func is None or bool(scores.min() >= 0 and abs(float(scores.sum()) - 1) < 1e-3)
         order = scores.argsort(descending=True).tolist()
         targets = [(f"{classes[i]} ({_score_text(float(scores[i]), probabilities)})", i) for i in order]
+        self._labels = dict((i, label) for label, i in targets)
         target = classes.index(target) if isinstance(target, str) else (order[0] if target is None else int(target))
         methods = _methods.available(model, layer)
         self.controls = _controls(methods, "IntegratedGradients" if "IntegratedGradients" in methods else methods[0],
@@ -164,27 +171,32 @@ class Explorer(W.VBox):
         if settings and "stride" in settings:
             self.controls["stride"].value = settings["stride"]
         self.attribution, self.error, self._cache, self._timer = None, None, {}, None
-        self._generation, self._lock, self._seconds_per_unit = 0, threading.RLock(), None
+        self._generation, self._lock = 0, threading.RLock()
         px = f"{size}px"
         image_layout = lambda: W.Layout(width=px, max_width="100%", height="auto", flex="0 1 auto",  # noqa: E731
                                         object_fit="contain")
         self.original = W.Image(value=image_png(image, size // 2), format="png", layout=image_layout())
         self.heatmap = W.Image(format="png", layout=image_layout())
         self.heatmap.add_class("attrkit-heatmap")
+        self.title = W.HTML(layout=W.Layout(max_width=px, margin="0 0 2px 0"))
+        self.title.add_class("attrkit-title")
         self.legend = W.HTML(layout=W.Layout(flex="0 0 auto", margin="0 0 0 6px"))
         self.legend.add_class("attrkit-legend-box")
-        self.status = W.HTML(layout=W.Layout(min_height="1.6em", width="100%"))
+        self.status = W.HTML(layout=W.Layout(min_height="2.9em", width="100%", margin="0 0 4px 0"))
         self.status.add_class("attrkit-status")
         wrap = dict(display="flex", flex_flow="row wrap", align_items="flex-start", overflow="visible")
         panel = W.VBox(list(self.controls.values()),
                        layout=W.Layout(width="360px", min_width="360px", flex="0 0 auto", overflow="visible"))
         panel.add_class("attrkit-panel")
-        mapped = W.HBox([self.heatmap, self.legend], layout=W.Layout(flex="0 1 auto", max_width="100%",
-                                                                     align_items="flex-start", overflow="visible"))
+        titled = W.VBox([self.title, self.heatmap], layout=W.Layout(flex="0 1 auto", max_width="100%",
+                                                                    overflow="visible"))
+        mapped = W.HBox([titled, self.legend], layout=W.Layout(flex="0 1 auto", max_width="100%",
+                                                               align_items="flex-start", overflow="visible"))
         images = W.HBox([self.original, mapped], layout=W.Layout(flex="1 1 auto", max_width="100%", **wrap))
         images.add_class("attrkit-images")
         body = W.HBox([panel, images], layout=W.Layout(width="100%", **wrap))
-        super().__init__([W.HTML(_CSS, layout=W.Layout(display="none")), body, self.status],
+        # the status first: above the controls, seen without scrolling wherever the explorer's top is
+        super().__init__([W.HTML(_CSS, layout=W.Layout(display="none")), self.status, body],
                          layout=W.Layout(width="100%", max_width=f"{360 + 2 * size + 110}px", overflow="visible"))
         self.add_class("attrkit-explorer")
         for name, control in self.controls.items():
@@ -245,12 +257,11 @@ class Explorer(W.VBox):
                 return True
 
     def estimate(self, method: str | None = None) -> float | None:
-        """Seconds the current settings (with ``method``) should take, from the speed of the last computation;
-        None before the first one."""
-        if self._seconds_per_unit is None:
-            return None
+        """Seconds the current settings (with ``method``) should take: the method's cost times the speed of its
+        own last run, else of the last run of any method; None before the first map (see
+        :class:`attrkit.insights._status.Timing`)."""
         key, params = self._settings(method)
-        return self._seconds_per_unit * _methods.cost(key[0], params, self.inputs)
+        return self._timing.estimate(key[0], _methods.cost(key[0], params, self.inputs))
 
     def _request(self, delay: float | None = None) -> None:
         """A computing control changed: supersede older requests, dim the map, and compute after the pause."""
@@ -262,21 +273,14 @@ class Explorer(W.VBox):
             key, _ = self._settings()
             if key in self._cache:  # instant: no pause, no spinner (and no wait for a superseded computation)
                 self._timer = None
-                self._show(self._cache[key], key[0], "from the cache")
+                self._show(self._cache[key], key, "from the cache")
                 return
             self.heatmap.add_class("attrkit-stale")
-            self._say(self._computing_text(key[0]))
+            self._say(_status.computing_text(_SPINNER, key[0], self._labels.get(key[1], str(key[1])),
+                                             self.estimate()))
             self._timer = threading.Timer(self.debounce if delay is None else delay, self._work, (generation,))
             self._timer.daemon = True
             self._timer.start()
-
-    def _computing_text(self, method: str) -> str:
-        text = f"{_SPINNER}computing {html.escape(method)}…"
-        seconds = self.estimate()
-        if seconds is not None and seconds > LONG_SECONDS:
-            text += (f" <span class='attrkit-warning' style='color:#8a5a00'>⏳ these settings will take about "
-                     f"{seconds:.0f} s here (estimated from the last run); change a control to cancel.</span>")
-        return text
 
     def _work(self, generation: int, guarded: bool = True) -> None:
         stale = lambda: self._generation != generation  # noqa: E731
@@ -301,16 +305,19 @@ class Explorer(W.VBox):
                     return
                 self._cache[key] = attribution
                 seconds = time.perf_counter() - start
-                self._seconds_per_unit = seconds / _methods.cost(key[0], params, self.inputs)
+                self._timing.record(key[0], _methods.cost(key[0], params, self.inputs), seconds)
         with self._lock:
             if not stale():
-                self._show(self._cache[key], key[0], "from the cache" if cached else f"in {seconds:.2f} s")
+                self._show(self._cache[key], key, "from the cache" if cached else f"in {seconds:.2f} s")
 
-    def _show(self, attribution, method: str, took: str) -> None:
+    def _show(self, attribution, key, took: str) -> None:
+        method, label = key[0], self._labels.get(key[1], str(key[1]))
         self.attribution, self.error = attribution, None
         self.redraw()
         self.heatmap.remove_class("attrkit-stale")
-        self._say(f"{html.escape(method)} {took}")
+        self.title.value = _status.title_html(method, label)
+        baseline = self.baseline_name if _methods.REGISTRY[method].uses_baseline else None
+        self._say(_status.done_text(method, label, baseline, took))
 
     def redraw(self) -> None:
         """Draw ``attribution`` with the current display settings, and its legend."""
@@ -354,26 +361,15 @@ class Explorer(W.VBox):
         self.status.value = f"<div role='status' aria-live='polite'>{text}</div>"
 
 
-def _display_image(image, transform, inputs) -> np.ndarray:
-    """The picture the model sees, for display: ``transform`` without its ``Normalize`` steps when that gives
-    the input's height and width, else the input min-max rescaled."""
-    steps = [t for t in getattr(transform, "transforms", []) if type(t).__name__ != "Normalize"]
-    if steps:
-        shown = image
-        for step in steps:
-            shown = step(shown)
-        if isinstance(shown, torch.Tensor) and tuple(shown.shape[-2:]) == tuple(inputs.shape[-2:]):
-            return viz.to_hwc_image(shown)
-    return viz.to_hwc_image(inputs)
-
-
 def explore(model, image, target=None, classes=None, transform=None, baselines=None, *, layer=None, method=None,
             debounce=0.3):
     """An interactive explorer of ``model``'s attributions for one image; display the result in a notebook.
 
     ``image`` is a PIL image (``transform`` turns it into the model's input; default: a [0, 1] tensor) or a CHW
     tensor (``transform``, if given, is applied to it). ``target`` is a class index or name (default: the top
-    prediction); ``classes`` names the outputs; ``baselines`` is a number or a tensor like the input (default 0);
+    prediction); ``classes`` names the outputs; ``baselines`` is a number or a tensor like the input (default: a
+    black image sent through ``transform``, the baseline the chapters teach; zeros when there is no transform and
+    the input is not a [0, 1] picture — the status line names the one used);
     ``layer`` is Grad-CAM's layer (default: the last ``nn.Conv2d``); ``debounce`` is the pause, in seconds,
     before a moved control recomputes (0: at once).
 
@@ -393,7 +389,11 @@ def explore(model, image, target=None, classes=None, transform=None, baselines=N
         inputs = (transform or to_tensor)(image)
     if inputs.dim() == 3:
         inputs = inputs.unsqueeze(0)
-    picture = _display_image(image, transform, inputs)
+    picture = _render.display_image(image, transform, inputs)
     device = next(iter(model.parameters()), torch.empty(0)).device
-    return Explorer(model, inputs.to(device), picture, classes, target, baselines, layer=layer,
-                    settings={"method": method} if method else None, debounce=debounce)
+    inputs = inputs.to(device)
+    name = None
+    if baselines is None:
+        baselines, name = _status.black_baseline(image, transform, inputs)
+    return Explorer(model, inputs, picture, classes, target, baselines, layer=layer,
+                    settings={"method": method} if method else None, debounce=debounce, baseline_name=name)

@@ -2,9 +2,11 @@
 
 The test starts ``jupyter lab`` on 127.0.0.1 (a free port, a random token, a temporary root folder and settings)
 with a notebook that opens the explorer on a small CNN, runs the notebook at 1280x800 with the file browser open
-(the output area is then about 850 px wide), and checks that no control overlaps the images, that every slider's
-read-out is visible, that dragging ``n_steps`` and switching the method change the image, and that switching the
-method during a long computation ends on the new method (the old computation is superseded, not queued).
+(the output area is then about 850 px wide), and checks that the status line is on screen without scrolling and
+names the method, the class the map explains and the baseline (the map's title names the class too), that no
+control overlaps the images, that every slider's read-out is visible, that dragging ``n_steps`` and switching the
+method change the image, and that switching the method during a long computation ends on the new method (the old
+computation is superseded, not queued).
 Screenshots go to book/_build/screenshots/.
 """
 import json
@@ -165,6 +167,32 @@ def _status(page) -> str:
     return page.inner_text(".attrkit-explorer .attrkit-status").replace("\xa0", " ")
 
 
+# the status line's box, the viewport, the notebook's scroll position, and the class the target control shows
+STATUS = """() => {
+    const r = document.querySelector('.attrkit-explorer .attrkit-status').getBoundingClientRect();
+    const target = document.querySelector('.attrkit-target select');
+    return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, width: innerWidth, height: innerHeight,
+            scrolled: document.querySelector('.jp-WindowedPanel-outer, .jp-Notebook')?.scrollTop || 0,
+            target: target.options[target.selectedIndex].text,
+            title: document.querySelector('.attrkit-explorer .attrkit-title').innerText};
+}"""
+
+
+def check_status(page) -> None:
+    """The status line is inside the viewport as the cell's output first appears, and says what the map is."""
+    page.wait_for_function("() => /baseline/.test(document.querySelector('.attrkit-status').innerText)",
+                           timeout=60_000)
+    where = page.evaluate(STATUS)
+    print("status line:", where, _status(page))
+    assert 0 <= where["top"] and where["bottom"] <= where["height"], f"the status line is off screen: {where}"
+    assert 0 <= where["left"] and where["right"] <= where["width"], f"the status line is cut off: {where}"
+    status, name = _status(page), where["target"].replace("\xa0", " ").rsplit(" (", 1)[0]
+    assert status.startswith("IntegratedGradients explains ") and f"{name} (" in status, (status, name)
+    assert "baseline: 0.5 everywhere" in status, status  # the cell's baselines=0.5, named
+    title = where["title"].replace("\xa0", " ")
+    assert name in title and "IntegratedGradients" in title, where
+
+
 def test_explorer_in_jupyterlab(browser, lab):
     page = browser.new_page(viewport={"width": 1280, "height": 800})
     errors = []
@@ -193,6 +221,11 @@ def test_explorer_in_jupyterlab(browser, lab):
         heatmap.wait_for(state="attached", timeout=90_000)
         page.wait_for_function("() => (document.querySelector('img.attrkit-heatmap') || {}).naturalWidth > 0",
                                timeout=60_000)
+
+        # 0. at 1280x800 with the file browser open, before any scrolling: the status line is on screen and names
+        # the method, the class and the baseline
+        check_status(page)
+        page.screenshot(path=str(SHOTS / "jupyterlab_status_1280x800.png"))
 
         # 1. the layout with the file browser open, at 1280x800 (an ~850 px output area) and narrower (~700 px):
         # nothing overlaps, nothing is cut off, every read-out is visible

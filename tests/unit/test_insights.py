@@ -11,7 +11,7 @@ from torchvision import transforms as T
 
 import attrkit
 from attrkit.insights import AttributionVisualizer, Batch, ImageFeature, explore
-from attrkit.insights import _methods, widget
+from attrkit.insights import _methods, _status
 from attrkit.testing import TinyImageCNN
 
 CONTROL_TYPES = {"method": W.Dropdown, "target": W.Dropdown, "n_steps": W.IntSlider, "stdevs": W.FloatSlider,
@@ -233,6 +233,7 @@ def test_visualizer_filters_examples_by_correctness_and_predicted_class(model):
     predicted = [int(s.argmax()) for s in vis.scores()]
     labels = [e.label for e in vis.examples()]
     assert len(ui.example.options) == 6 and ui.explorer is not None
+    assert "baseline: the baseline_transforms of Photo" in ui.explorer.status.value  # the feature's baseline, named
     ui.prediction.value = "correct"
     assert [i for _, i in ui.example.options] == [i for i in range(6) if predicted[i] == labels[i]]
     ui.prediction.value = "incorrect"
@@ -308,10 +309,52 @@ def test_a_newer_setting_stops_the_running_computation_at_its_next_batch(image, 
 def test_a_setting_estimated_to_take_long_says_so_before_it_starts(model, image, monkeypatch):
     w = explore(model, image, debounce=10)  # the request waits: we read the status before it starts
     assert w.wait(timeout=30) and w.estimate() is not None
-    monkeypatch.setattr(widget, "LONG_SECONDS", w.estimate() * 2)
+    monkeypatch.setattr(_status, "LONG_SECONDS", w.estimate() * 2)
     w.controls["n_steps"].value = 100  # five times the cost of the 20 steps just measured
     assert "estimated from the last run" in w.status.value
+    assert f"about {w.estimate():.0f} s" in w.status.value
     w.cancel()
+
+
+def test_the_estimate_follows_each_methods_own_speed(model, image):
+    assert _status.Timing().estimate("Occlusion", 50.0) is None  # nothing measured yet: no guess
+    w = explore(model, image, method="Saliency", debounce=0)
+    saliency = w._timing.per_method["Saliency"]
+    assert w.estimate("Occlusion") == pytest.approx(saliency * _methods.cost("Occlusion", w._settings(
+        "Occlusion")[1], w.inputs))  # a method not run yet: the last run's speed
+    w._timing.record("Occlusion", 10.0, 1.0)  # as if occlusion had run at 0.1 s per forward pass
+    w.controls["method"].value = "Saliency"
+    params = w._settings("Occlusion")[1]
+    assert w.estimate("Occlusion") == pytest.approx(0.1 * _methods.cost("Occlusion", params, w.inputs))
+    assert w.estimate("Saliency") == pytest.approx(saliency * _methods.cost("Saliency", {}, w.inputs))
+    assert _status.computing_text("", "Occlusion", "cat (50.0%)", 2.2).endswith("about 2 s")
+
+
+def test_the_status_above_the_controls_names_method_class_and_baseline(model, image):
+    w = explore(model, image, classes=[f"class {i}" for i in range(10)], debounce=0)
+    assert w.children.index(w.status) < len(w.children) - 1  # above the controls and the images
+    label = w._labels[w.controls["target"].value]
+    name = label.rsplit(" (", 1)[0]
+    status = w.status.value
+    assert "IntegratedGradients" in status and f"<b>{name}</b>" in status and "baseline: black image" in status
+    assert "IntegratedGradients" in w.title.value and f"<b>{name}</b>" in w.title.value  # the map's title
+    w.controls["method"].value = "Saliency"  # no baseline: the status says so instead of naming one
+    assert "no baseline" in w.status.value and "Saliency" in w.title.value
+    other = w.controls["target"].options[1]
+    w.controls["target"].value = other[1]
+    assert f"<b>{other[0].rsplit(' (', 1)[0]}</b>" in w.title.value
+
+
+def test_the_default_baseline_is_a_black_image_through_the_transform(model):
+    picture = Image.new("RGB", (40, 40), (200, 120, 40))
+    normalise = T.Compose([T.Resize(32), T.ToTensor(), T.Normalize([0.5, 0.4, 0.3], [0.2, 0.2, 0.2])])
+    w = explore(model, picture, transform=normalise, debounce=0)
+    black = normalise(Image.new("RGB", (40, 40)))[None]
+    torch.testing.assert_close(w.baselines, black)  # not zeros: the normalised black
+    assert w.baseline_name == "black image" and "baseline: black image" in w.status.value
+    normalised = normalise(picture)  # a normalised tensor without its transform: zeros, named as such
+    assert explore(model, normalised, debounce=0).baseline_name == "zeros in the model's input space"
+    assert "0.5 everywhere" in explore(model, normalised, baselines=0.5, debounce=0).status.value
 
 
 def test_switching_the_example_dims_the_old_map_at_once_and_computes_in_the_background(model):
