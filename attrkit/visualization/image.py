@@ -119,7 +119,7 @@ def _bar_label(sign: str, method: str) -> str:
     """What a heat map's colour bar stands for: the sign's quantity, scaled by :func:`normalize_attr`."""
     if method not in ("heat_map", "blended_heat_map"):
         return ""
-    return f"{colors.SIGNS[sign].meaning} (scaled to {'±1' if sign == 'all' else '0–1'})"
+    return colors.scale_label(sign)
 
 
 def _attr_and_image(attr, original_image, method, mean, std):
