@@ -203,10 +203,18 @@ def grid_explorer(controls: Sequence[Control], items: Mapping[tuple, Mapping[str
     return StaticExplorer(fragment, len(table), len(payloads))
 
 
+def _caption(method, setting, sign, settings, labels, explained) -> str:
+    """What one map shows: the class it explains, the method (and its setting) and the sign."""
+    what = f"{method}" + (f", {settings.get(method, 'setting')} = {labels.get(method, str)(setting)}"
+                          if setting is not None else "") + f" · sign: {sign}"
+    return f"why “{explained}”: {what}" if explained else what
+
+
 def image_explorer(pictures: Mapping[str, np.ndarray], maps: Mapping[tuple, Any], *,
                    settings: Mapping[str, str] | None = None, labels: Mapping[str, Callable[[Any], str]] | None = None,
                    signs: Sequence[str] = SIGNS, alpha: float = 0.6, outlier_perc: float = 2.0, fmt: str = "webp",
-                   quality: int = 80, title: str = "", note: str | None = None) -> StaticExplorer:
+                   quality: int = 80, title: str = "", note: str | None = None,
+                   explained: Mapping[str, str] | None = None) -> StaticExplorer:
     """A kernel-free explorer of precomputed attribution maps of photos.
 
     ``pictures``: name -> the photo as the model sees it, (H, W, 3) in [0, 1]. ``maps``: ``(picture, method,
@@ -215,8 +223,9 @@ def image_explorer(pictures: Mapping[str, np.ndarray], maps: Mapping[tuple, Any]
     (``{"Integrated Gradients": "n_steps"}``); ``labels``: method -> a function that writes a setting's value
     for the slider's read-out. Every map is drawn once per sign in ``signs`` (blended heat map, ``alpha``,
     ``outlier_perc`` as :func:`attrkit.visualization.visualize_image_attr`), with its colour legend.
+    ``explained``: picture -> the class its maps explain (the target's name), written under every map.
     """
-    settings, labels = dict(settings or {}), dict(labels or {})
+    settings, labels, explained = dict(settings or {}), dict(labels or {}), dict(explained or {})
     names = list(pictures)
     methods = list(dict.fromkeys(m for _, m, _ in maps))
     values = {m: sorted({s for _, mm, s in maps if mm == m and s is not None}) for m in methods}
@@ -243,9 +252,7 @@ def image_explorer(pictures: Mapping[str, np.ndarray], maps: Mapping[tuple, Any]
             items[tuple(key)] = {
                 "photo": photo_uri[name], "map": _render.data_uri(_render.encode(rgb, fmt, quality), fmt),
                 "legend": _render.legend_html(sign, _render.scale_of(attr, sign, outlier_perc), outlier_perc),
-                "caption": html.escape(f"{method}" + (f", {settings.get(method, 'setting')} = "
-                                                      f"{labels.get(method, str)(setting)}" if setting is not None
-                                                      else "") + f" · sign: {sign}")}
+                "caption": html.escape(_caption(method, setting, sign, settings, labels, explained.get(name)))}
     body = ("<figure style='margin:0'><img data-slot='photo' alt='the photo' width='224'></figure>"
             "<div style='display:flex;gap:6px;align-items:flex-start;max-width:100%'>"  # the legend beside its map
             "<figure style='margin:0;min-width:0'><img data-slot='map' class='ak-map' alt='attribution map' "

@@ -193,7 +193,14 @@ class LLMAttributionResult:
 
     @staticmethod
     def _labels(tokens: list[str]) -> list[str]:
-        return [repr(t)[1:-1][:40] for t in tokens]
+        """Tick labels: the tokens without the tokenizer's word-start markers (``"Ġcat"`` -> ``"cat"``,
+        ``"▁Par"`` -> ``"Par"``, ``"Ċ"`` -> ``"\\n"``), escaped, at most 40 characters."""
+        shown = []
+        for t in tokens:
+            t = str(t).replace("Ċ", "\n")
+            t = t[1:] if t[:1] in _WORD_START[:2] else t
+            shown.append(repr(t.strip() or t)[1:-1][:40] or "␣")
+        return shown
 
     def plot_token_attr(self, show: bool = False):
         """Heat map of ``token_attr``: answer tokens down, input tokens across, zero white, values with two
@@ -216,12 +223,16 @@ class LLMAttributionResult:
 
         from ..visualization import colors
 
+        from ..visualization.text import _ticks
+
         data = self.seq_attr.detach().float().cpu().numpy()
-        fig, ax = plt.subplots(figsize=(max(6.4, 0.5 * len(data)), 4.0))
+        width = min(6.8, max(4.0, 0.3 * len(data) + 1.2))  # within a book's column
+        fig, ax = plt.subplots(figsize=(width, 3.5), layout="constrained")
         ax.bar(range(len(data)), data, color=[colors.POSITIVE if v >= 0 else colors.NEGATIVE for v in data])
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xticks(range(len(data)), labels=self._labels(self.input_tokens))
-        plt.setp(ax.get_xticklabels(), rotation=-30, ha="left", rotation_mode="anchor")
+        ax.set_xticks(*_ticks(self._labels(self.input_tokens), (width - 1.2) / max(len(data), 1), 0))
+        ax.tick_params(axis="x", labelsize=9)
+        plt.setp(ax.get_xticklabels(), rotation=90, ha="center")
         ax.set_ylabel("sequence attribution")
         return self._finish(fig, ax, show)
 

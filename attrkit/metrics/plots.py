@@ -44,8 +44,8 @@ def plot_pixel_flipping(results: dict, ax=None, mode: str | None = None, title: 
 
 
 def plot_model_randomization(result: ModelRandomizationResult, example: int = 0, cmap: str = "viridis",
-                             panel_size: float = 2.0):
-    """The randomisation cascade as a row of heat maps: the original attribution of
+                             panel_size: float = 1.6, columns: int = 4):
+    """The randomisation cascade as rows of heat maps, ``columns`` to a row: the original attribution of
     ``example``, then the attribution after each layer was re-initialised, with the
     Spearman correlation and SSIM against the original under each map.
 
@@ -73,9 +73,15 @@ def plot_model_randomization(result: ModelRandomizationResult, example: int = 0,
         raise ValueError(f"`example` must index one of the {n} examples, got {example}.")
     panels = [("original", result.original, result.records[0])]
     panels += [(r.layer, r.attributions, r) for r in result.records[1:]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(panel_size * len(panels), panel_size + 0.9),
+    if columns < 1:
+        raise ValueError(f"`columns` must be at least 1, got {columns}.")
+    cols = min(columns, len(panels))
+    rows = -(-len(panels) // cols)  # a book's column holds about four 2-inch maps at a readable size
+    fig, grid = plt.subplots(rows, cols, figsize=(panel_size * cols, (panel_size + 0.9) * rows),
                              layout="constrained", squeeze=False)
-    axes = list(axes[0])
+    axes = list(grid.ravel()[:len(panels)])
+    for spare in grid.ravel()[len(panels):]:
+        spare.axis("off")
     for ax, (name, attributions, record) in zip(axes, panels):
         ax.imshow(_picture(attributions, result.absolute, example), cmap=cmap)
         ax.set_title(name, fontsize="small")

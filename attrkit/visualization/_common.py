@@ -45,19 +45,32 @@ def figure_axes(plt_fig_axis, use_pyplot: bool, fig_size, **subplots):
     return fig, fig.subplots(**subplots)
 
 
-def colorbar(fig, ax, mappable, pad=0.1, alpha=None) -> None:
-    """A horizontal colour bar below ``ax``; with no ``mappable``, the same room left empty, so panels with
-    and without bars line up."""
+def colorbar(fig, ax, mappable, pad=0.1, alpha=None, label: str = "") -> None:
+    """A horizontal colour bar below ``ax``, with ``label`` (what its colours stand for) under it; with no
+    ``mappable``, the same room left empty, so panels with and without bars line up."""
     cax = make_axes_locatable(ax).append_axes("bottom", size="5%", pad=pad)
     if mappable is None:
         cax.axis("off")
     else:
-        fig.colorbar(mappable, cax=cax, orientation="horizontal", alpha=alpha)
+        fig.colorbar(mappable, cax=cax, orientation="horizontal", alpha=alpha, label=label or None)
+
+
+def wrapped(title: str, ax, fontsize: float | None = None) -> str:
+    """``title`` broken into lines that fit over ``ax`` (by its width now), so that the titles of panels side
+    by side do not run into each other."""
+    import textwrap
+
+    size = fontsize or plt.rcParams["axes.titlesize"]
+    size = size if isinstance(size, (int, float)) else plt.rcParams["font.size"] * 1.2
+    inches = ax.get_position().width * ax.figure.get_figwidth()
+    chars = max(10, int(inches * 72 / (0.55 * size)))  # an average character is about 0.55 em wide
+    lines = textwrap.wrap(str(title), chars, break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines) or str(title)
 
 
 def finish(ax, title, use_pyplot: bool) -> None:
     """Give ``ax`` its title (when there is one) and show the figure through pyplot when asked."""
     if title:
-        ax.set_title(title)
+        ax.set_title(wrapped(title, ax))
     if use_pyplot:
         plt.show()

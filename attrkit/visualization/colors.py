@@ -68,6 +68,17 @@ SIGNS = {
 }
 
 
+def scale_label(sign) -> str:
+    """What the colour bar of a normalised map stands for: the sign's quantity and the range
+    :func:`normalize_attr` scaled it to.
+
+    >>> scale_label("all"), scale_label("absolute_value")
+    ('attribution (scaled to ±1)', '|attribution| (scaled to 0–1)')
+    """
+    sign = sign_name(sign)
+    return f"{SIGNS[sign].meaning} (scaled to {'±1' if sign == 'all' else '0–1'})"
+
+
 def sign_name(sign) -> str:
     """``sign`` (a name or a :class:`VisualizeSign`) as its name; anything else is a ``ValueError``."""
     return check_choice("sign", sign, SIGNS)

@@ -115,6 +115,13 @@ def _draw_image(method, ax, norm, img, cmap, vmin, alpha):
     return None
 
 
+def _bar_label(sign: str, method: str) -> str:
+    """What a heat map's colour bar stands for: the sign's quantity, scaled by :func:`normalize_attr`."""
+    if method not in ("heat_map", "blended_heat_map"):
+        return ""
+    return colors.scale_label(sign)
+
+
 def _attr_and_image(attr, original_image, method, mean, std):
     """The channel-summed (H, W) map and the image in [0, 1] (None when not given), checked against
     each other."""
@@ -166,7 +173,7 @@ def visualize_image_attr(attr, original_image=None, method: str = "heat_map",
     heat = _draw_image(method, ax, norm, img, colors.colormap(sign, cmap), colors.SIGNS[sign].vmin,
                        alpha_overlay)
     if show_colorbar:
-        colorbar(fig, ax, heat)
+        colorbar(fig, ax, heat, label=_bar_label(sign, method))
     finish(ax, title, use_pyplot)
     return fig, ax
 

@@ -1,4 +1,4 @@
-"""Pictures of text attributions: :func:`visualize_text` (an HTML table of coloured words, Captum's colours)
+"""Pictures of text attributions: :func:`visualize_text` (coloured words that wrap, Captum's colours)
 and its parts, and :func:`token_heatmap`, the figure of one attribution per (answer token, input token)
 that :meth:`attrkit.LLMAttributionResult.plot_token_attr` draws."""
 from __future__ import annotations
@@ -67,34 +67,44 @@ def format_word_importances(words: Sequence[str], importances) -> str:
     return f"<td>{marks}</td>"
 
 
-def _record_row(r: VisualizationDataRecord) -> str:
+_LABELS = ("True Label", "Predicted Label", "Attribution Label", "Attribution Score")
+
+
+def _record_block(r: VisualizationDataRecord) -> str:
+    """One record: its labels on a line that wraps, then its words as a paragraph that wraps at the page's
+    width (a wide table would push the words off a phone's screen)."""
     words = list(r.raw_input_ids)
     scores = _importances(as_numpy(r.word_attributions).reshape(-1), len(words), "word_attributions")
     marks = "".join(f'<mark style="background-color: {colors.word_colour(s)}; color: black; '
                     f'line-height: 1.75; padding: 0 2px" title="{float(s):.3f}">'
                     f'{html.escape(str(w))}</mark> ' for w, s in zip(words, scores))
-    cells = [r.true_class, f"{as_number(r.pred_class)} ({float(as_number(r.pred_prob)):.2f})", r.attr_class,
-             f"{float(as_number(r.attr_score)):.2f}"]
-    return ("<tr>" + "".join(f"<td><b>{html.escape(str(as_number(c)))}</b></td>" for c in cells)
-            + f"<td>{marks}</td></tr>")
+    values = [r.true_class, f"{as_number(r.pred_class)} ({float(as_number(r.pred_prob)):.2f})", r.attr_class,
+              f"{float(as_number(r.attr_score)):.2f}"]
+    labels = "".join(f"<span>{name}: <b>{html.escape(str(as_number(v)))}</b></span>"
+                     for name, v in zip(_LABELS, values))
+    return ('<div style="border-bottom: 1px solid #ccc; padding: 4px 0">'
+            f'<div style="display: flex; flex-wrap: wrap; gap: 0 1.2em; font-size: 90%">{labels}</div>'
+            f'<div style="margin-top: 2px">{marks}</div></div>')
 
 
 def _legend() -> str:
     keys = "".join(f'<span style="display: inline-block; width: 10px; height: 10px; '
                    f'border: 1px solid; background-color: {colors.word_colour(v)}"></span> {name} '
                    for v, name in ((-1, "Negative"), (0, "Neutral"), (1, "Positive")))
-    return (f'<div style="border-top: 1px solid; margin-top: 5px; padding-top: 5px; '
-            f'display: inline-block"><b>Legend: </b>{keys}</div>')
+    return (f'<div style="margin-top: 5px; padding-top: 5px"><b>Legend: </b>{keys}</div>')
 
 
 def visualize_text(datarecords: Sequence[VisualizationDataRecord], legend: bool = True):
-    """Render records as an HTML table of coloured words; return an ``IPython.display.HTML``.
+    """Render records as HTML of coloured words; return an ``IPython.display.HTML``.
 
     Each word's background is green for positive, red for negative attribution,
     stronger for larger magnitude, in Captum's colours (values are clipped to
-    [-1, 1]; hover shows the value). Numbers given as tensors, also ones that
-    require grad, print as numbers. Displays itself when run inside IPython;
-    without IPython installed, returns the HTML string.
+    [-1, 1]; hover shows the value). Each record shows Captum's four labels (true,
+    predicted with its probability, the class attributed to, the attribution score)
+    on one line and then its words, which wrap at the page's width instead of
+    Captum's one wide table row, so a phone shows every word. Numbers given as
+    tensors, also ones that require grad, print as numbers. Displays itself when
+    run inside IPython; without IPython installed, returns the HTML string.
 
     >>> import torch
     >>> rec = VisualizationDataRecord(torch.tensor([0.8, -0.5]), 0.9, "pos", "pos",
@@ -102,14 +112,11 @@ def visualize_text(datarecords: Sequence[VisualizationDataRecord], legend: bool 
     >>> "hsl(120" in visualize_text([rec]).data
     True
     """
-    head = "".join(f"<th>{h}</th>" for h in ("True Label", "Predicted Label",
-                                              "Attribution Label", "Attribution Score",
-                                              "Word Importance"))
-    parts = [f'<table style="width: 100%"><tr>{head}</tr>',
-             *(_record_row(r) for r in datarecords), "</table>"]
+    parts = ['<div class="attrkit-text" style="max-width: 100%; overflow-wrap: anywhere">',
+             *(_record_block(r) for r in datarecords)]
     if legend:
         parts.append(_legend())
-    markup = "".join(parts)
+    markup = "".join(parts) + "</div>"
     try:
         from IPython import get_ipython
         from IPython.display import HTML, display
@@ -122,10 +129,12 @@ def visualize_text(datarecords: Sequence[VisualizationDataRecord], legend: bool 
 
 
 # ------------------------------------------------------------------ token heat map
-_CELL_INCHES = (0.6, 0.35)  # an input token's width and an answer token's height, while they fit
-_MIN_INCHES, _MAX_INCHES = (6.4, 3.0), (16.0, 12.0)  # the figure's size stays within these
-_ROOM_INCHES = (2.5, 2.0)  # colour bar, tick labels and margins
-_LABEL_INCHES = (0.3, 0.18)  # room a tick label needs along its axis (the input tokens' are slanted)
+_CELL_INCHES = (0.45, 0.35)  # an input token's width and an answer token's height, while they fit
+# the figure's size stays within these: at most a book's column (~6.8 inches at 100 dpi is 680 px), so the page
+# never shrinks it and its 8-9 pt labels stay readable
+_MIN_INCHES, _MAX_INCHES = (4.0, 2.5), (6.8, 9.0)
+_ROOM_INCHES = (2.2, 2.0)  # colour bar, tick labels and margins
+_LABEL_INCHES = (0.17, 0.17)  # room a tick label needs along its axis (the input tokens' stand upright)
 _TEXT_CELL_INCHES = (0.45, 0.2)  # cells at least this large get their value written in them
 
 
@@ -146,8 +155,8 @@ def token_heatmap(values, row_labels: Sequence[str], col_labels: Sequence[str],
     green positive (:data:`~attrkit.visualization.colors.RED_WHITE_GREEN`, symmetric around 0); return
     ``(fig, ax)`` drawn through pyplot.
 
-    The figure grows with the tokens up to 16 x 12 inches and no further: beyond that the cells shrink and
-    only every k-th label is written. Cells large enough show their value with two significant digits
+    The figure grows with the tokens up to 6.8 x 9 inches (a book's column) and no further: beyond that the
+    cells shrink and only every k-th label is written. Cells large enough show their value with two significant digits
     (:func:`~attrkit.visualization.colors.value_label`), so small attributions do not read ``0.00``.
 
     >>> fig, ax = token_heatmap(np.array([[0.5, -0.0012]]), ["Hi"], ["a", "b"])
@@ -172,7 +181,8 @@ def token_heatmap(values, row_labels: Sequence[str], col_labels: Sequence[str],
     ax.set_xticks(*_ticks(col_labels, cell_w, 0))
     ax.set_yticks(*_ticks(row_labels, cell_h, 1))
     ax.tick_params(top=True, bottom=False, labeltop=True, labelbottom=False)
-    plt.setp(ax.get_xticklabels(), rotation=-30, ha="right", rotation_mode="anchor")
+    ax.tick_params(labelsize=9)
+    plt.setp(ax.get_xticklabels(), rotation=90, ha="center", va="bottom")
     if cell_w >= _TEXT_CELL_INCHES[0] and cell_h >= _TEXT_CELL_INCHES[1]:
         for (i, j), v in np.ndenumerate(data):
             ax.text(j, i, colors.value_label(v), ha="center", va="center", fontsize=8,

@@ -157,6 +157,7 @@ def visualize_timeseries_attr(attr, data, x_values=None, method: str = "overlay_
         fig.subplots_adjust(hspace=0)
     if show_colorbar:
         colorbar(fig, axs[-1], matplotlib.cm.ScalarMappable(s.cnorm, s.cmap), pad=0.4,
-                 alpha=1.0 if method == "colored_graph" else alpha_overlay)
+                 alpha=1.0 if method == "colored_graph" else alpha_overlay,
+                 label=colors.scale_label(sign))
     finish(axs[0], title, use_pyplot)
     return fig, axes

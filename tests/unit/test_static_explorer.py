@@ -101,3 +101,11 @@ def test_book_parameters_come_from_the_parameters_cell(tmp_path):
     nb.cells[0].source = "x = 1"
     nbformat.write(nb, path)
     assert explorers.parameters_for(path) == {}
+
+
+def test_image_explorer_names_the_explained_class_under_every_map():
+    maps = {(p, "Saliency", None): torch.rand(1, 3, 8, 8) for p in ("a", "b")}
+    pictures = {p: np.random.default_rng(0).random((8, 8, 3)) for p in ("a", "b")}
+    page = image_explorer(pictures, maps, explained={"a": "king penguin", "b": "black swan"}, signs=("all",))
+    captions = [p for p in spec_of(page)["payloads"] if "sign: all" in p]
+    assert sorted(captions) == ["why “black swan”: Saliency · sign: all", "why “king penguin”: Saliency · sign: all"]

@@ -507,13 +507,13 @@ def test_plot_token_attr_stays_within_a_screen_for_a_long_prompt():
     assert medium[0] > small[0], "short prompts still get room per token"
     fig, ax = _result(torch.randn(60, 700)).plot_token_attr()  # was 840 x 31.5 inches
     width, height = fig.get_size_inches()
-    assert width <= 16 and height <= 12
+    assert width <= 6.8 and height <= 9  # a book's column (~680 px at 100 dpi): the page never shrinks it
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")  # as Jupyter shows it
     buf.seek(0)
     pixels = plt.imread(buf)
-    assert pixels.shape[1] <= 1.2 * 16 * fig.dpi and pixels.shape[0] <= 1.2 * 12 * fig.dpi
-    for ticks, inches, n, room in ((ax.get_xticks(), ax.get_window_extent().width / fig.dpi, 700, 0.29),
+    assert pixels.shape[1] <= 1.2 * 6.8 * fig.dpi and pixels.shape[0] <= 1.2 * 9 * fig.dpi
+    for ticks, inches, n, room in ((ax.get_xticks(), ax.get_window_extent().width / fig.dpi, 700, 0.17),
                                    (ax.get_yticks(), ax.get_window_extent().height / fig.dpi, 60, 0.17)):
         assert 5 < len(ticks) < n and (ticks[1] - ticks[0]) * inches / n >= room, "every k-th label, apart"
     assert len(ax.texts) == 0, "cells too small for numbers get none"
@@ -578,3 +578,40 @@ def test_format_word_importances_like_captum():
     assert "&lt;b" in viz.format_word_importances(["<b"], [0.1])  # escaped (Captum does not escape)
     with pytest.raises(ValueError, match="importances"):
         viz.format_word_importances(["a", "b"], [0.1])
+
+
+# ------------------------------------------------------------- readable in a book's column (issue 24)
+def test_token_labels_lose_the_tokenizers_word_markers():
+    from attrkit import LLMAttributionResult
+    result = LLMAttributionResult(input_tokens=["<s>", "ĠThe", "▁cat", "Ċ", "Ġ"], output_tokens=["Ġsat"],
+                                  seq_attr=torch.ones(5), token_attr=torch.ones(1, 5))
+    fig, ax = result.plot_token_attr()
+    shown = [t.get_text() for t in ax.get_xticklabels()] + [t.get_text() for t in ax.get_yticklabels()]
+    assert shown == ["<s>", "The", "cat", "\\n", "␣", "sat"]
+    fig, ax = result.plot_seq_attr()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["<s>", "The", "cat", "\\n", "␣"]
+    assert fig.get_figwidth() <= 6.8
+    plt.close("all")
+
+
+@pytest.mark.parametrize("sign, meaning", [("absolute_value", "|attribution|"), ("all", "attribution")])
+def test_heat_map_colour_bars_say_what_they_show(sign, meaning):
+    fig, ax = viz.visualize_image_attr(ATTR, IMAGE, "blended_heat_map", sign, show_colorbar=True, use_pyplot=False)
+    bar = [a for a in fig.axes if a is not ax][0]
+    assert bar.get_xlabel().startswith(meaning) and "scaled" in bar.get_xlabel()
+
+
+def test_long_titles_wrap_over_their_panel():
+    title = "deletion AUC 0.405 (random 0.347) · insertion AUC 0.385 (random 0.501)"
+    fig, axes = viz.visualize_image_attr_multiple(ATTR, IMAGE, ["heat_map", "blended_heat_map"], ["all", "all"],
+                                                  titles=["IG: penguin", title], fig_size=(6.8, 4), use_pyplot=False)
+    assert axes[0].get_title() == "IG: penguin"
+    assert axes[1].get_title().replace("\n", " ") == title and axes[1].get_title().count("\n") >= 1
+
+
+def test_visualize_text_wraps_words_instead_of_a_wide_table():
+    rec = viz.VisualizationDataRecord(torch.linspace(-1, 1, 40), 0.9, "pos", "pos", "pos", 0.3,
+                                      [f"word{i}" for i in range(40)], 0.0)
+    markup = viz.visualize_text([rec]).data
+    assert "<table" not in markup and "overflow-wrap" in markup
+    assert markup.count("<mark") == 40 and "True Label: <b>pos</b>" in markup
