@@ -184,8 +184,9 @@ class TracInCPFastRandProj(TracInCPFast):
 
     Args (besides :class:`TracInCPFast`'s): ``nearest_neighbors`` -- a :class:`NearestNeighbors` (default
     :class:`TopKNearestNeighbors`, exact); ``projection_dim`` -- ``None`` for no projection; ``seed`` -- seeds
-    the projection, drawn from a private generator (Captum calls ``torch.manual_seed(seed)`` instead, which
-    resets the global random state; the two draw different matrices for the same seed). Training examples use ``loss_fn``
+    the projection: drawn as Captum draws it after ``torch.manual_seed(seed)`` (the same matrices on the CPU), inside
+    ``torch.random.fork_rng``, so the caller's global random state is left as it was (Captum resets it). Training
+    examples use ``loss_fn``
     (Captum uses ``test_loss_fn`` for them too). As in Captum, ``influence`` defaults to ``k=5`` and
     ``self_influence`` is not offered (use :class:`TracInCPFast`).
 
@@ -224,16 +225,17 @@ class TracInCPFastRandProj(TracInCPFast):
     def _projections(self):
         if self.projection_dim is None:
             return None
-        first = next(iter(self.train_dataloader))
-        jac, act = self._factors(self._states()[0], first, self.loss_fn, self.reduction_type)
-        n_out, n_in = jac.shape[1], act.shape[1]
-        if n_out * n_in <= self.projection_dim:
-            return None
-        side = int(self.projection_dim ** 0.5)
-        p_out, p_in = min(side, n_out), min(side, n_in)
-        gen = torch.Generator().manual_seed(self.seed)
-        proj_out = torch.normal(torch.zeros(n_out, p_out), 1.0 / p_out ** 0.5, generator=gen)
-        proj_in = torch.normal(torch.zeros(n_in, p_in), 1.0 / p_in ** 0.5, generator=gen)
+        with torch.random.fork_rng(devices=[]):    # Captum's draws from the seeded global state, then restored
+            torch.manual_seed(self.seed)
+            first = next(iter(self.train_dataloader))  # a DataLoader's iterator takes one number from that state
+            jac, act = self._factors(self._states()[0], first, self.loss_fn, self.reduction_type)
+            n_out, n_in = jac.shape[1], act.shape[1]
+            if n_out * n_in <= self.projection_dim:
+                return None
+            side = int(self.projection_dim ** 0.5)
+            p_out, p_in = min(side, n_out), min(side, n_in)
+            proj_out = torch.normal(torch.zeros(n_out, p_out), 1.0 / p_out ** 0.5)
+            proj_in = torch.normal(torch.zeros(n_in, p_in), 1.0 / p_in ** 0.5)
         return (proj_out.to(jac.device, jac.dtype), proj_in.to(act.device, act.dtype))
 
     def _quantities(self, batches, loss_fn, reduction) -> Tensor:
