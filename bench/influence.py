@@ -10,6 +10,8 @@ Sentence Polarity training reviews padded to 64 words, batches of 256, 10 test r
 
 * ``fast_self`` / ``fast_topk`` -- ``TracInCPFast`` (last layer, closed form): self influence of every training
   review; the 10 strongest proponents of each test review.
+* ``fast_tutorial`` -- Captum's tutorial on one ``TracInCPFast`` object: proponents, opponents, self influence
+  (attrkit keeps the training set's factors after its first pass; Captum runs the training set three times).
 * ``cp_self`` / ``cp_topk`` -- ``TracInCP`` on the convolution and final layers (19,394 parameters): the same two.
 * ``proj`` -- ``TracInCPFastRandProj`` with ``projection_dim=64``: building the index, then one top-10 query.
   Captum's default index needs the ``annoy`` package; both libraries get attrkit's exact ``TopKNearestNeighbors``.
@@ -33,7 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from dataset_memory import Sampler, current_rss  # noqa: E402
 
-OPS = ["fast_self", "fast_topk", "cp_self", "cp_topk", "proj"]
+OPS = ["fast_self", "fast_topk", "fast_tutorial", "cp_self", "cp_topk", "proj"]
 WIDTH, BATCH, K, N_TEST = 64, 256, 10, 10
 
 
@@ -98,6 +100,8 @@ def run_op(lib, op: str, model, train, test, paths):
         warnings.simplefilter("ignore")
         if op.startswith("fast"):
             m = lib.TracInCPFast(model, model.fc, train, paths, load, loss_fn=summed, batch_size=BATCH)
+            if op == "fast_tutorial":
+                return m.influence(test, k=K), m.influence(test, k=K, proponents=False), m.self_influence()
             return m.self_influence() if op == "fast_self" else m.influence(test, k=K)
         if op.startswith("cp"):
             m = lib.TracInCP(model, train, paths, load, layers=layers, loss_fn=none, batch_size=BATCH)

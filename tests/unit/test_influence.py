@@ -362,3 +362,41 @@ def test_rand_proj_draws_captums_projection_for_the_same_seed(setup):
     _close(ours.influence(test, k=None), theirs.influence(test, k=None))
     mine, ref = ours.influence(test, k=3, proponents=False), theirs.influence(test, k=3, proponents=False)
     assert torch.equal(mine.indices, ref.indices)
+
+
+def test_tracincp_fast_reuses_the_training_factors_and_only_when_it_may(setup):
+    """The second call on one object runs no forward pass on the training set (counted by a hook), with the same
+    numbers; a shuffling loader, an exceeded cache budget and new checkpoints each recompute."""
+    model, train, folder, test = setup
+    calls = []
+    handle = model[-1].register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
+    try:
+        kwargs = dict(checkpoints_load_func=load_with_lr, loss_fn=nn.CrossEntropyLoss(reduction="sum"))
+        fast = ai.TracInCPFast(model, model[-1], train, folder, batch_size=6, **kwargs)
+        first = fast.influence(test, k=3)
+        train_rows = sum(calls) - 3 * N_TEST
+        assert train_rows == 3 * N_TRAIN
+        calls.clear()
+        again, opponents, self_scores = fast.influence(test, k=3), fast.influence(test, k=3, proponents=False), \
+            fast.self_influence()
+        assert sum(calls) == 2 * 3 * N_TEST                          # the test batch only, twice
+        assert torch.equal(again.indices, first.indices) and torch.equal(again.influence_scores, first.influence_scores)
+        fresh = ai.TracInCPFast(model, model[-1], train, folder, batch_size=6, **kwargs)
+        _close(self_scores, fresh.self_influence(), rtol=1e-12)
+        assert torch.equal(opponents.indices, fresh.influence(test, k=3, proponents=False).indices)
+        for other in (ai.TracInCPFast(model, model[-1], DataLoader(train, 6, shuffle=True), folder, **kwargs), fresh):
+            if other is fresh:
+                other.checkpoints = folder                           # new checkpoints: recompute
+            else:
+                other.influence(test)
+            calls.clear()
+            other.influence(test)
+            assert sum(calls) == 3 * (N_TRAIN + N_TEST)
+        small = ai.TracInCPFast(model, model[-1], train, folder, batch_size=6, **kwargs)
+        small.cache_bytes = 100
+        small.self_influence()
+        calls.clear()
+        small.self_influence()
+        assert sum(calls) == 3 * N_TRAIN
+    finally:
+        handle.remove()
