@@ -276,10 +276,10 @@ def test_arnoldi_influence_function_equals_captum_with_the_same_seed(setup, redu
     if reduction == "mean" and isinstance(model[0], nn.Conv2d):
         pytest.skip("sample-wise mode checked on the Linear model")
     ckpt = sorted(__import__("glob").glob(folder + "/*"))[-1]
-    kwargs = dict(checkpoints_load_func=load_with_lr, loss_fn=nn.CrossEntropyLoss(reduction=reduction), batch_size=6,
-                  sample_wise_grads_per_batch=reduction != "none", projection_dim=6, arnoldi_dim=16,
+    kwargs = dict(checkpoints_load_func=load_with_lr, loss_fn=nn.CrossEntropyLoss(reduction=reduction), batch_size=12,
+                  sample_wise_grads_per_batch=reduction != "none", projection_dim=6, arnoldi_dim=12,
                   arnoldi_tol=1e-8, seed=3)
-    own = DataLoader(train, batch_size=6, generator=torch.Generator())    # its iterators draw nothing global
+    own = DataLoader(train, batch_size=12, generator=torch.Generator())   # its iterators draw nothing global
     state = torch.random.get_rng_state()
     ai.ArnoldiInfluenceFunction(model, own, ckpt, **kwargs)
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -316,6 +316,8 @@ def test_arnoldi_at_full_dimension_is_the_exact_influence_function(setup):
 
 def test_arnoldi_bad_input_and_model_left_as_it_was(setup):
     model, train, folder, test = setup
+    if isinstance(model[0], nn.Conv2d):
+        pytest.skip("argument checks need one model")
     ckpt = sorted(__import__("glob").glob(folder + "/*"))[-1]
     loss = nn.CrossEntropyLoss(reduction="none")
     kwargs = dict(checkpoints_load_func=load_with_lr, loss_fn=loss, batch_size=8)
