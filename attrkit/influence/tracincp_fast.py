@@ -226,11 +226,10 @@ class TracInCPFastRandProj(TracInCPFast):
 
     Args (besides :class:`TracInCPFast`'s): ``nearest_neighbors`` -- a :class:`NearestNeighbors` (default
     :class:`TopKNearestNeighbors`, exact); ``projection_dim`` -- ``None`` for no projection; ``seed`` -- seeds
-    the projection: drawn as Captum draws it after ``torch.manual_seed(seed)`` (the same matrices on the CPU), inside
+    the projection: drawn as Captum draws it after ``torch.manual_seed(seed)`` (the same matrices), inside
     ``torch.random.fork_rng``, so the caller's global random state is left as it was (Captum resets it). Training
-    examples use ``loss_fn``
-    (Captum uses ``test_loss_fn`` for them too). As in Captum, ``influence`` defaults to ``k=5`` and
-    ``self_influence`` is not offered (use :class:`TracInCPFast`).
+    examples use ``loss_fn`` (Captum uses ``test_loss_fn`` for them too). As in Captum, ``influence`` defaults to
+    ``k=5`` and ``self_influence`` is not offered (use :class:`TracInCPFast`).
 
     Example::
 
@@ -267,8 +266,8 @@ class TracInCPFastRandProj(TracInCPFast):
     def _projections(self):
         if self.projection_dim is None:
             return None
-        with torch.random.fork_rng(devices=[]):    # Captum's draws from the seeded global state, then restored
-            torch.manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[]):    # Captum's draws from the seeded CPU generator, then restored
+            torch.default_generator.manual_seed(self.seed)   # (torch.manual_seed would reseed accelerators too)
             first = next(iter(self.train_dataloader))  # a DataLoader's iterator takes one number from that state
             jac, act = self._factors(self._states()[0], first, self.loss_fn, self.reduction_type)
             n_out, n_in = jac.shape[1], act.shape[1]
