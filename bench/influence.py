@@ -145,7 +145,7 @@ def main() -> None:
         print(json.dumps(child(int(args.child[0]), args.child[1], args.ops)))
         return
     print("CPU seconds of one thread (BENCH_THREADS=1: the work itself, robust to other processes); wall in ()")
-    print(f"{'train':>6} {'operation':<10} {'attrkit':>9} {'Captum':>9} {'ratio':>6}   {'wall attrkit / Captum':>22}")
+    print(f"{'train':>6} {'operation':<13} {'attrkit':>9} {'Captum':>9} {'ratio':>6}   {'wall attrkit / Captum':>22}")
     rows = []
     for n in args.sizes:
         res = {}
@@ -156,7 +156,7 @@ def main() -> None:
         for op in args.ops:
             a, c = res["attrkit"]["seconds"][op], res["captum"]["seconds"][op]
             wa, wc = res["attrkit"]["wall"][op], res["captum"]["wall"][op]
-            print(f"{n:>6,} {op:<10} {a:>7.2f} s {c:>7.2f} s {a / c:>6.2f}   ({wa:.1f} s / {wc:.1f} s)", flush=True)
+            print(f"{n:>6,} {op:<13} {a:>7.2f} s {c:>7.2f} s {a / c:>6.2f}   ({wa:.1f} s / {wc:.1f} s)", flush=True)
         rows.append((n, res["attrkit"]["growth_mib"], res["captum"]["growth_mib"]))
     print(f"\n{'train':>6} {'attrkit growth':>15} {'Captum growth':>14}   (all operations above, one process each)")
     for n, a, c in rows:
