@@ -10,6 +10,8 @@ Sentence Polarity training reviews padded to 64 words, batches of 256, 10 test r
 
 * ``fast_self`` / ``fast_topk`` -- ``TracInCPFast`` (last layer, closed form): self influence of every training
   review; the 10 strongest proponents of each test review.
+* ``fast_tutorial`` -- Captum's tutorial on one ``TracInCPFast`` object: proponents, opponents, self influence
+  (attrkit keeps the training set's factors after its first pass; Captum runs the training set three times).
 * ``cp_self`` / ``cp_topk`` -- ``TracInCP`` on the convolution and final layers (19,394 parameters): the same two.
 * ``proj`` -- ``TracInCPFastRandProj`` with ``projection_dim=64``: building the index, then one top-10 query.
   Captum's default index needs the ``annoy`` package; both libraries get attrkit's exact ``TopKNearestNeighbors``.
@@ -33,7 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from dataset_memory import Sampler, current_rss  # noqa: E402
 
-OPS = ["fast_self", "fast_topk", "cp_self", "cp_topk", "proj"]
+OPS = ["fast_self", "fast_topk", "fast_tutorial", "cp_self", "cp_topk", "proj"]
 WIDTH, BATCH, K, N_TEST = 64, 256, 10, 10
 
 
@@ -98,6 +100,8 @@ def run_op(lib, op: str, model, train, test, paths):
         warnings.simplefilter("ignore")
         if op.startswith("fast"):
             m = lib.TracInCPFast(model, model.fc, train, paths, load, loss_fn=summed, batch_size=BATCH)
+            if op == "fast_tutorial":
+                return m.influence(test, k=K), m.influence(test, k=K, proponents=False), m.self_influence()
             return m.self_influence() if op == "fast_self" else m.influence(test, k=K)
         if op.startswith("cp"):
             m = lib.TracInCP(model, train, paths, load, layers=layers, loss_fn=none, batch_size=BATCH)
@@ -141,7 +145,7 @@ def main() -> None:
         print(json.dumps(child(int(args.child[0]), args.child[1], args.ops)))
         return
     print("CPU seconds of one thread (BENCH_THREADS=1: the work itself, robust to other processes); wall in ()")
-    print(f"{'train':>6} {'operation':<10} {'attrkit':>9} {'Captum':>9} {'ratio':>6}   {'wall attrkit / Captum':>22}")
+    print(f"{'train':>6} {'operation':<13} {'attrkit':>9} {'Captum':>9} {'ratio':>6}   {'wall attrkit / Captum':>22}")
     rows = []
     for n in args.sizes:
         res = {}
@@ -152,7 +156,7 @@ def main() -> None:
         for op in args.ops:
             a, c = res["attrkit"]["seconds"][op], res["captum"]["seconds"][op]
             wa, wc = res["attrkit"]["wall"][op], res["captum"]["wall"][op]
-            print(f"{n:>6,} {op:<10} {a:>7.2f} s {c:>7.2f} s {a / c:>6.2f}   ({wa:.1f} s / {wc:.1f} s)", flush=True)
+            print(f"{n:>6,} {op:<13} {a:>7.2f} s {c:>7.2f} s {a / c:>6.2f}   ({wa:.1f} s / {wc:.1f} s)", flush=True)
         rows.append((n, res["attrkit"]["growth_mib"], res["captum"]["growth_mib"]))
     print(f"\n{'train':>6} {'attrkit growth':>15} {'Captum growth':>14}   (all operations above, one process each)")
     for n, a, c in rows:

@@ -94,11 +94,13 @@ class TracInCPBase(DataInfluence):
             return self._influence(inputs, show_progress=show_progress, **kwargs)
         return self._get_k_most_influential(inputs, k, proponents, show_progress=show_progress, **kwargs)
 
-    def _stream_scores(self, block_fn, k, proponents, show_progress, desc):
-        """Score every training batch with ``block_fn(batch) -> (n_test, batch)``: all scores or a running top-k."""
+    def _stream_scores(self, block_fn, k, proponents, show_progress, desc, batches=None):
+        """Score every training batch with ``block_fn(batch) -> (n_test, batch)``: all scores or a running top-k.
+
+        ``batches`` replaces the training loader's batches (with whatever ``block_fn`` reads from them)."""
         top = None if k is None else _TopK(k, proponents)
         blocks = []
-        for batch in _progress(self.train_dataloader, show_progress, desc):
+        for batch in _progress(self.train_dataloader if batches is None else batches, show_progress, desc):
             block = block_fn(batch)
             if top is None:
                 blocks.append(block)

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from ._common import (KMostInfluentialResults, _as_batches, _load_flexible_state_dict, _module, _progress,
                       _reduction, _split, _TopK)
@@ -27,6 +27,11 @@ class TracInCPFast(TracInCPBase):
 
     Args (besides :class:`TracInCPBase`'s): ``final_fc_layer`` -- the layer (module or name) whose input ``a`` is
     used; ``vectorize`` is accepted for Captum compatibility (the Jacobian is one backward pass here).
+
+    The training set's factors are computed on the first pass and kept (while they fit in ``cache_bytes``, 256 MiB,
+    and the loader does not shuffle), so further ``influence`` / ``self_influence`` calls on the same object --
+    proponents, then opponents, then self influence, as Captum's tutorial asks -- run no forward pass on the
+    training set; Captum runs one per call. Assign ``checkpoints`` again to recompute.
 
     Example::
 
@@ -56,6 +61,7 @@ class TracInCPFast(TracInCPBase):
         self.reduction_type = _reduction(loss_fn, "loss_fn", True)
         self.test_reduction_type = (self.reduction_type if test_loss_fn is None else
                                     _reduction(test_loss_fn, "test_loss_fn", True))
+        self.cache_bytes, self._cache = 256 * 2 ** 20, None
 
     def _factors(self, ckpt, batch, loss_fn, reduction) -> tuple[Tensor, Tensor]:
         """``dL/dy`` (batch, outputs) and the flattened input ``a`` of the final layer (batch, inputs)."""
@@ -82,20 +88,44 @@ class TracInCPFast(TracInCPBase):
             jac = jac * out.shape[0]
         return jac, seen["a"].detach().reshape(out.shape[0], -1)
 
+    def _train_factors(self):
+        """Per training batch, ``[(dL/dy, a) per checkpoint]``: streamed on the first pass, then from a cache.
+
+        The first full pass keeps the factors when they fit in ``cache_bytes`` and the loader's order is fixed (a
+        sequential sampler); later ``influence`` and ``self_influence`` calls then run no forward pass on the
+        training set. Setting ``checkpoints`` again empties the cache.
+        """
+        states, loader = self._states(), self.train_dataloader
+        if self._cache is not None and self._cache[0] is states and self._cache[1] is loader:
+            yield from self._cache[2]
+            return
+        kept, size = ([] if _fixed_order(loader) else None), 0
+        for batch in loader:
+            factors = [self._factors(ckpt, batch, self.loss_fn, self.reduction_type) for ckpt in states]
+            if kept is not None:
+                size += sum(j.nbytes + a.nbytes for j, a in factors)
+                if size <= self.cache_bytes:
+                    kept.append(factors)
+                else:
+                    kept = None
+            yield factors
+        if kept is not None:
+            self._cache = (states, loader, kept)
+
     def _scores(self, inputs, k, proponents, show_progress):
         tests = [[self._factors(ckpt, b, self.test_loss_fn, self.test_reduction_type) for b in _as_batches(inputs)]
                  for ckpt in self._states()]
         tests = [(torch.cat([j for j, _ in t]) * c.learning_rate, torch.cat([a for _, a in t]))
                  for t, c in zip(tests, self._states())]
 
-        def block(batch):
+        def block(factors):
             total = 0
-            for (jt, at), ckpt in zip(tests, self._states()):
-                j, a = self._factors(ckpt, batch, self.loss_fn, self.reduction_type)
+            for (jt, at), (j, a) in zip(tests, factors):
                 total = total + (jt @ j.T) * (at @ a.T)
             return total
 
-        return self._stream_scores(block, k, proponents, show_progress, f"{self.get_name()}: training batches")
+        return self._stream_scores(block, k, proponents, show_progress, f"{self.get_name()}: training batches",
+                                   batches=self._train_factors())
 
     def influence(self, inputs, k: int | None = None, proponents: bool = True,
                   show_progress: bool = False) -> Tensor | KMostInfluentialResults:
@@ -106,15 +136,27 @@ class TracInCPFast(TracInCPBase):
     def self_influence(self, inputs=None, show_progress: bool = False,
                        outer_loop_by_checkpoints: bool = False) -> Tensor:
         """``sum_c lr_c * |dL/dy|^2 * |a|^2`` for each example of ``inputs`` (default: the training set)."""
-        data = self.train_dataloader if inputs is None else _as_batches(inputs)
+        if inputs is None:
+            data = self._train_factors()
+        else:
+            data = ([self._factors(ckpt, batch, self.loss_fn, self.reduction_type) for ckpt in self._states()]
+                    for batch in _as_batches(inputs))
         out = []
-        for batch in _progress(data, show_progress, f"{self.get_name()}: self influence"):
+        for factors in _progress(data, show_progress, f"{self.get_name()}: self influence"):
             total = 0
-            for ckpt in self._states():
-                j, a = self._factors(ckpt, batch, self.loss_fn, self.reduction_type)
+            for (j, a), ckpt in zip(factors, self._states()):
                 total = total + j.pow(2).sum(1) * a.pow(2).sum(1) * ckpt.learning_rate
             out.append(total)
+        if not out:
+            raise ValueError("train_dataset is empty" if inputs is None else "inputs has no batch")
         return torch.cat(out)
+
+
+def _fixed_order(loader) -> bool:
+    """Whether every pass over ``loader`` yields the same batches in the same order (a sequential sampler)."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    return (isinstance(loader, DataLoader) and isinstance(batch_sampler, BatchSampler)
+            and isinstance(batch_sampler.sampler, SequentialSampler))
 
 
 class NearestNeighbors(ABC):
@@ -184,10 +226,10 @@ class TracInCPFastRandProj(TracInCPFast):
 
     Args (besides :class:`TracInCPFast`'s): ``nearest_neighbors`` -- a :class:`NearestNeighbors` (default
     :class:`TopKNearestNeighbors`, exact); ``projection_dim`` -- ``None`` for no projection; ``seed`` -- seeds
-    the projection, drawn from a private generator (Captum calls ``torch.manual_seed(seed)`` instead, which
-    resets the global random state; the two draw different matrices for the same seed). Training examples use ``loss_fn``
-    (Captum uses ``test_loss_fn`` for them too). As in Captum, ``influence`` defaults to ``k=5`` and
-    ``self_influence`` is not offered (use :class:`TracInCPFast`).
+    the projection: drawn as Captum draws it after ``torch.manual_seed(seed)`` (the same matrices), inside
+    ``torch.random.fork_rng``, so the caller's global random state is left as it was (Captum resets it). Training
+    examples use ``loss_fn`` (Captum uses ``test_loss_fn`` for them too). As in Captum, ``influence`` defaults to
+    ``k=5`` and ``self_influence`` is not offered (use :class:`TracInCPFast`).
 
     Example::
 
@@ -224,16 +266,17 @@ class TracInCPFastRandProj(TracInCPFast):
     def _projections(self):
         if self.projection_dim is None:
             return None
-        first = next(iter(self.train_dataloader))
-        jac, act = self._factors(self._states()[0], first, self.loss_fn, self.reduction_type)
-        n_out, n_in = jac.shape[1], act.shape[1]
-        if n_out * n_in <= self.projection_dim:
-            return None
-        side = int(self.projection_dim ** 0.5)
-        p_out, p_in = min(side, n_out), min(side, n_in)
-        gen = torch.Generator().manual_seed(self.seed)
-        proj_out = torch.normal(torch.zeros(n_out, p_out), 1.0 / p_out ** 0.5, generator=gen)
-        proj_in = torch.normal(torch.zeros(n_in, p_in), 1.0 / p_in ** 0.5, generator=gen)
+        with torch.random.fork_rng(devices=[]):    # Captum's draws from the seeded CPU generator, then restored
+            torch.default_generator.manual_seed(self.seed)   # (torch.manual_seed would reseed accelerators too)
+            first = next(iter(self.train_dataloader))  # a DataLoader's iterator takes one number from that state
+            jac, act = self._factors(self._states()[0], first, self.loss_fn, self.reduction_type)
+            n_out, n_in = jac.shape[1], act.shape[1]
+            if n_out * n_in <= self.projection_dim:
+                return None
+            side = int(self.projection_dim ** 0.5)
+            p_out, p_in = min(side, n_out), min(side, n_in)
+            proj_out = torch.normal(torch.zeros(n_out, p_out), 1.0 / p_out ** 0.5)
+            proj_in = torch.normal(torch.zeros(n_in, p_in), 1.0 / p_in ** 0.5)
         return (proj_out.to(jac.device, jac.dtype), proj_in.to(act.device, act.dtype))
 
     def _quantities(self, batches, loss_fn, reduction) -> Tensor:
