@@ -100,16 +100,8 @@ class ArnoldiInfluenceFunction(NaiveInfluenceFunction):
         flat = torch.cat([self._ckpt.params[n].flatten() for n in self._names])
         basis, restricted = _arnoldi(lambda v: self._hessian_vector_product(flat, v), self._start_vector(flat),
                                      self.arnoldi_dim - 1, self.arnoldi_tol, show_progress)
-        values, vectors = torch.linalg.eigh((restricted + restricted.T) / 2)
-        values = values + self.hessian_reg
-        keep = values > self.hessian_inverse_tol
-        values, vectors = values[keep], vectors[:, keep]
-        if self.projection_dim is not None:
-            values, vectors = values[-self.projection_dim:], vectors[:, -self.projection_dim:]
-        if values.numel() == 0:
-            raise ValueError("the Hessian restricted to the Krylov subspace has no eigenvalue above "
-                             "hessian_inverse_tol, so it cannot be inverted; raise hessian_reg or arnoldi_dim")
-        vectors = vectors * torch.where(vectors.sum(0) > 0, 1.0, -1.0)  # Captum's sign, in Krylov coordinates
+        vectors, values = self._kept_eigenpairs(restricted, "the Hessian restricted to the Krylov subspace",
+                                               "raise hessian_reg or arnoldi_dim")
         return (basis.T @ vectors) * values.rsqrt()
 
 

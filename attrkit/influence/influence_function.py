@@ -94,6 +94,12 @@ class NaiveInfluenceFunction(DataInfluence):
                 H = h if H is None else H + h
         if H is None:
             raise ValueError("hessian_dataset is empty")
+        vectors, values = self._kept_eigenpairs(H, "the Hessian")
+        return vectors * values.rsqrt()
+
+    def _kept_eigenpairs(self, H: Tensor, what: str, remedy: str = "raise hessian_reg") -> tuple[Tensor, Tensor]:
+        """Eigenvectors (columns, a fixed sign each) and eigenvalues of the symmetrised ``H`` plus ``hessian_reg``:
+        those above ``hessian_inverse_tol``, at most the ``projection_dim`` largest."""
         values, vectors = torch.linalg.eigh((H + H.T) / 2)
         values = values + self.hessian_reg
         keep = values > self.hessian_inverse_tol
@@ -101,9 +107,9 @@ class NaiveInfluenceFunction(DataInfluence):
         if self.projection_dim is not None:
             values, vectors = values[-self.projection_dim:], vectors[:, -self.projection_dim:]
         if values.numel() == 0:
-            raise ValueError("the Hessian has no eigenvalue above hessian_inverse_tol, so it cannot be inverted")
-        vectors = vectors * torch.where(vectors.sum(0) > 0, 1.0, -1.0)   # a fixed sign for each direction
-        return vectors * values.rsqrt()
+            raise ValueError(f"{what} has no eigenvalue above hessian_inverse_tol, so it cannot be inverted; "
+                             f"{remedy}")
+        return vectors * torch.where(vectors.sum(0) > 0, 1.0, -1.0), values   # Captum's sign for each direction
 
     def compute_intermediate_quantities(self, inputs_dataset, aggregate: bool = False, show_progress: bool = False,
                                         return_on_cpu: bool = True, test: bool = False) -> Tensor:
