@@ -26,6 +26,7 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -282,6 +283,28 @@ def _save_plain(model, tokenizer, dest: Path) -> None:
     tokenizer.save_pretrained(dest)
 
 
+@contextlib.contextmanager
+def _one_gguf_reader():
+    """Within the block, ``gguf.GGUFReader`` opens each file once: transformers parses the GGUF file's metadata
+    (its 49 k-token vocabulary, field by field in Python) for the config, the tokenizer and the weights, three
+    times over, which was most of the cold load's time. The reader only reads, so one serves all three."""
+    import gguf
+
+    original, readers = gguf.GGUFReader, {}
+
+    def reader(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if key not in readers:
+            readers[key] = original(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _from_gguf(cache: bool):
     """De-quantise the package's GGUF file into a float32 ``LlamaForCausalLM`` (about 30 s on 2 cores). With
     ``cache``, keep the result as safetensors in the attrkit cache (540 MB), so later loads take a second or two."""
@@ -299,7 +322,7 @@ def _from_gguf(cache: bool):
     except ImportError as e:
         raise ImportError(f"loading the GGUF file needs the packages gguf and accelerate ({e}); "
                           "pip install 'attrkit[text]'") from None
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _one_gguf_reader():
         warnings.simplefilter("ignore")
         tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,

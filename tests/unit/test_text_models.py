@@ -174,3 +174,30 @@ def test_smollm2_from_the_gguf_package(monkeypatch, tmp_path):
     assert "cached in" in again.source
     with torch.no_grad():
         assert torch.equal(again.model(ids).logits, logits)
+
+
+def test_one_gguf_reader_parses_each_file_once_and_restores_the_reader(monkeypatch, tmp_path):
+    """transformers opens the GGUF file three times (config, tokenizer, weights): inside the block, one reader per
+    file and mode serves all three; outside it, gguf's own class is back, also after an error."""
+    _need("gguf")
+    import gguf
+
+    opened = []
+
+    class CountingReader:
+        def __init__(self, path, mode="r"):
+            opened.append((str(path), mode))
+
+    monkeypatch.setattr(gguf, "GGUFReader", CountingReader)
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    with text_models._one_gguf_reader():
+        from gguf import GGUFReader  # as transformers imports it, inside its loader
+
+        first = GGUFReader(a)
+        assert GGUFReader(str(a)) is first and gguf.GGUFReader(a) is first
+        assert GGUFReader(b) is not first and GGUFReader(a, "c") is not first
+    assert opened == [(str(a), "r"), (str(b), "r"), (str(a), "c")]
+    assert gguf.GGUFReader is CountingReader
+    with pytest.raises(RuntimeError), text_models._one_gguf_reader():
+        raise RuntimeError("a failed load")
+    assert gguf.GGUFReader is CountingReader
