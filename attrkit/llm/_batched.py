@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._model import ModelCaller, _check_ids, logits_of
+from ._model import ModelCaller, _check_ids, answer_token_log_probs, logits_of
 
 #: prompt and answer tokens per forward pass (rows are grouped up to this many, at least one row a pass)
 TOKENS_PER_PASS = 1024
@@ -80,9 +80,7 @@ def _one_pass(call: ModelCaller, rows: list[Tensor], answer: Tensor, reference: 
         lo = 0
     _check_ids(answer, logits.shape[-1])
     where = (starts - lo).unsqueeze(1) + torch.arange(len(answer), device=answer.device)
-    steps = logits.gather(1, where.unsqueeze(2).expand(-1, -1, logits.shape[-1]))
-    log_probs = torch.log_softmax(steps, dim=-1)
-    return log_probs.gather(2, answer.view(1, -1, 1).expand(len(rows), -1, 1)).squeeze(2)
+    return answer_token_log_probs(logits.gather(1, where.unsqueeze(2).expand(-1, -1, logits.shape[-1])), answer)
 
 
 def batched_log_probs(call: ModelCaller, rows: list[Tensor], answer: Tensor, reference: Tensor | None = None,

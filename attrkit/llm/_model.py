@@ -160,6 +160,13 @@ def _check_ids(answer: Tensor, vocabulary: int) -> None:
                          f"{vocabulary} tokens.")
 
 
+def answer_token_log_probs(step_logits: Tensor, answer: Tensor) -> Tensor:
+    """``log p(answer[j])`` from the logits at each answer step, ``(rows, len(answer), vocabulary)`` →
+    ``(rows, len(answer))``: the one place that turns step logits into the answer's log-probabilities."""
+    log_probs = torch.log_softmax(step_logits, dim=-1)
+    return log_probs.gather(2, answer.view(1, -1, 1).expand(step_logits.shape[0], -1, 1)).squeeze(2)
+
+
 def answer_log_probs(call: ModelCaller, model_inp: dict, answer: Tensor, forward_in_tokens: bool = True,
                      use_cache: bool = False) -> Tensor:
     """``log p(answer[i] | prompt, answer[:i])`` for each row of the prompt, shape ``(batch, n_answer)``.
@@ -173,8 +180,7 @@ def answer_log_probs(call: ModelCaller, model_inp: dict, answer: Tensor, forward
         full = torch.cat([ids, answer[:-1].unsqueeze(0).expand(ids.shape[0], -1)], dim=1)
         logits = logits_of(call({**model_inp, "input_ids": full, "attention_mask": attention_mask(model_inp, full)}))
         _check_ids(answer, logits.shape[-1])
-        steps = torch.log_softmax(logits[:, ids.shape[1] - 1:], dim=-1)
-        return steps.gather(2, answer.view(1, -1, 1).expand(ids.shape[0], -1, 1)).squeeze(2)
+        return answer_token_log_probs(logits[:, ids.shape[1] - 1:], answer)
     walk, out = _Steps(call, model_inp, use_cache), []
     _check_ids(answer, walk.logits().shape[-1])
     for i, token in enumerate(answer):
